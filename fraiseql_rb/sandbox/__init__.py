@@ -1,0 +1,1 @@
+"""The drill sandbox: a disposable FraiseQL deployment on real PostgreSQL."""
