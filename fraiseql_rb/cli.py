@@ -1,0 +1,158 @@
+"""`fraiseql-rb`: the command line. Every failure is one line on stderr and a documented code.
+
+Exit codes (DESIGN.md): 0 ok, 1 warning, 2 critical, 3 unknown, 64 usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import NoReturn
+
+from . import __version__, paths, runbooks, secrets
+from .errors import EXIT_UNKNOWN, EXIT_USAGE, RunbookError
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse exits 2 on bad usage; our contract says 64, with one line."""
+
+    def error(self, message: str) -> NoReturn:
+        print(f"fraiseql-rb: {message} (see --help)", file=sys.stderr)
+        raise SystemExit(EXIT_USAGE)
+
+
+def _parameter_pairs(values: list[list[str]] | None) -> dict[str, str]:
+    pairs: dict[str, str] = {}
+    for name, value in values or []:
+        pairs[name] = value
+    return pairs
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    found = runbooks.discover()
+    if not found:
+        print(f"no runbooks found under {paths.notebooks_dir()}", file=sys.stderr)
+        return EXIT_UNKNOWN
+    for rb in sorted(found.values(), key=lambda r: (runbooks.SECTIONS.index(r.section), r.name)):
+        print(f"{rb.name}  [{rb.section}]  {rb.purpose}")
+        for p in rb.parameters.values():
+            help_text = f"  # {p.help}" if p.help else ""
+            print(f"    {p.name}: {p.type} = {p.default!r}{help_text}")
+    return 0
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from . import runner
+
+    request = runner.prepare(
+        args.runbook, target=args.target, inventory_path=args.inventory,
+        overrides=_parameter_pairs(args.parameter), incident_id=args.incident_id,
+        output_dir=args.output_dir,
+    )
+    result = runner.execute(request)
+    print(f"status: {result.status}")
+    print(result.artifact_dir)
+    return result.exit_code
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from .sandbox import manager
+
+    directory = Path(args.dir) if args.dir else paths.sandbox_dir()
+    if args.sandbox_command == "up":
+        info = manager.up(directory, audit_events=args.audit_events, seed=args.seed)
+        print(info.inventory)
+        return 0
+    if args.sandbox_command == "down":
+        manager.down(directory)
+        print(f"sandbox in {directory} stopped")
+        return 0
+    if args.sandbox_command == "status":
+        report = manager.status(directory)
+        for line in report.lines():
+            print(line)
+        return 0 if report.healthy else 1
+    if args.sandbox_command == "fault":
+        print(manager.inject(directory, args.name))
+        return 0
+    if args.sandbox_command == "heal":
+        print(manager.heal(directory, args.name))
+        return 0
+    if args.sandbox_command == "service":
+        return manager.service(directory, args.action, lines=args.lines)
+    raise AssertionError(args.sandbox_command)
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from . import demo
+
+    return demo.main(Path(args.dir) if args.dir else paths.sandbox_dir(),
+                     Path(args.output_dir), keep=args.keep)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="fraiseql-rb", description="Executable runbooks for FraiseQL.")
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, parser_class=_Parser)
+
+    p = sub.add_parser("list", help="every runbook with its section, purpose and parameters")
+    p.set_defaults(func=cmd_list)
+
+    p = sub.add_parser("run", help="execute a runbook with papermill and write its artifacts")
+    p.add_argument("runbook", help="runbook name, e.g. service-health")
+    p.add_argument("--target", help="inventory target (default: the notebook's)")
+    p.add_argument("--inventory", help="inventory file (default: $FRAISEQL_RB_INVENTORY, "
+                   "./fraiseql-rb.toml, then the sandbox's)")
+    p.add_argument("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "VALUE"),
+                   help="set a notebook parameter (checked against its declared type)")
+    p.add_argument("--incident-id", help="incident reference, added to the artifact path")
+    p.add_argument("--output-dir", default=str(paths.DEFAULT_OUTPUT_DIR),
+                   help="where dated artifacts go (default: ./reports)")
+    p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("sandbox", help="the local drill environment")
+    p.add_argument("--dir", help=f"sandbox directory (default: {paths.sandbox_dir()})")
+    ssub = p.add_subparsers(dest="sandbox_command", required=True, parser_class=_Parser)
+    up = ssub.add_parser("up", help="build and start the sandbox; prints its inventory path")
+    up.add_argument("--audit-events", type=int, default=20_000,
+                    help="audit events to generate over 30 days (default 20000)")
+    up.add_argument("--seed", type=int, default=42, help="seed for generated data")
+    ssub.add_parser("down", help="stop everything the sandbox runs")
+    ssub.add_parser("status", help="what runs, where")
+    for verb in ("fault", "heal"):
+        f = ssub.add_parser(verb, help=f"{verb} a drill fault (see `sandbox status`)")
+        f.add_argument("name")
+    svc = ssub.add_parser("service", help="control the stand-in server, as systemctl would "
+                          "(used by the inventory's restart/status/logs commands)")
+    svc.add_argument("action", choices=["start", "stop", "restart", "status", "logs"])
+    svc.add_argument("--lines", type=int, default=50, help="log lines to show")
+    p.set_defaults(func=cmd_sandbox)
+
+    p = sub.add_parser("demo", help="bring the sandbox up and run every runbook against it")
+    p.add_argument("--dir", help="sandbox directory")
+    p.add_argument("--output-dir", default=str(paths.DEFAULT_OUTPUT_DIR))
+    p.add_argument("--keep", action="store_true", help="leave the sandbox running afterwards")
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except RunbookError as exc:
+        print(f"fraiseql-rb: {secrets.mask(str(exc))}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("fraiseql-rb: interrupted", file=sys.stderr)
+        return 130
+    except Exception as exc:  # noqa: BLE001 - the contract is one line, never a traceback
+        text = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+        print(f"fraiseql-rb: {type(exc).__name__}: {secrets.mask(text)}", file=sys.stderr)
+        return EXIT_UNKNOWN
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,132 @@
+"""Multi-instance checks of runbook §2.2: every instance healthy, all on one build and one
+schema, and their pools together within PostgreSQL's max_connections."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from . import postgres, thresholds
+from .context import RunContext, check
+from .findings import Finding, Status
+from .service import client, health_verdict, probe
+
+
+def instance_table(ctx: RunContext) -> pd.DataFrame:
+    """One /health (and, with the admin token, /admin/v1/health/detailed) per instance."""
+    token = ctx.target.admin_token()
+    rows = []
+    with client(ctx) as http:
+        for url in ctx.target.instances:
+            health = probe(http, "GET", f"{url}/health")
+            status, summary = health_verdict(health)
+            body = health.body if isinstance(health.body, dict) else {}
+            detail: dict[str, Any] = {}
+            if token and health.reachable:
+                admin = probe(http, "GET", f"{url}/admin/v1/health/detailed", token=token)
+                if admin.status_code == 200 and isinstance(admin.body, dict):
+                    detail = admin.body
+            rows.append({
+                "instance": url, "verdict": status.value, "health": body.get("status"),
+                "http_status": health.status_code, "version": body.get("version"),
+                "schema_hash": body.get("schema_hash"), "pool_max": detail.get("pool_max"),
+                "uptime_secs": detail.get("uptime_secs"), "elapsed_ms": health.elapsed_ms,
+                "detail": summary,
+            })
+    return pd.DataFrame(rows)
+
+
+@check("deploy.instances")
+def check_instances(ctx: RunContext, table: pd.DataFrame) -> Finding:
+    """Every instance behind the load balancer answers healthy."""
+    bad = table[table["verdict"] != "ok"]
+    evidence = {"instances": len(table), "unhealthy": bad["instance"].tolist()}
+    if len(bad) == 0:
+        return ctx.record("deploy.instances", Status.OK,
+                          f"all {len(table)} instances healthy", evidence, table=table)
+    return ctx.record("deploy.instances", Status.CRITICAL,
+                      f"{len(bad)} of {len(table)} instances not healthy: "
+                      + "; ".join(f"{r.instance}: {r.detail}" for r in bad.itertuples()),
+                      evidence, "keep them out of the load balancer; run service-down on each",
+                      table=table)
+
+
+@check("deploy.consistency")
+def check_consistency(ctx: RunContext, table: pd.DataFrame) -> Finding:
+    """All instances on one version and one schema_hash (a mixed fleet serves two APIs)."""
+    answering = table[table["version"].notna()]
+    versions = sorted(set(answering["version"]))
+    hashes = sorted({h for h in answering["schema_hash"] if h})
+    evidence = {"versions": versions, "schema_hashes": hashes, "answering": len(answering)}
+    if answering.empty:
+        return ctx.record("deploy.consistency", Status.UNKNOWN,
+                          "no instance answered, so versions cannot be compared", evidence)
+    if len(hashes) > 1:
+        return ctx.record("deploy.consistency", Status.CRITICAL,
+                          f"instances serve {len(hashes)} different schemas", evidence,
+                          "finish or roll back the deployment so every instance has one schema")
+    if len(versions) > 1:
+        return ctx.record("deploy.consistency", Status.WARNING,
+                          f"instances run {len(versions)} versions: {', '.join(versions)}",
+                          evidence, "finish the rollout (or roll back) to a single version")
+    return ctx.record("deploy.consistency", Status.OK,
+                      f"{len(answering)} instances on version {versions[0]}"
+                      + (f", schema {hashes[0][:12]}…" if hashes else ""), evidence)
+
+
+def configured_pool_max(config_path: str | None) -> tuple[int | None, str]:
+    """Pool size from a config file in any of the three formats the reference describes."""
+    if not config_path or not Path(config_path).is_file():
+        return None, "no config file"
+    try:
+        data = tomllib.loads(Path(config_path).read_text())
+    except (tomllib.TOMLDecodeError, OSError):
+        return None, "config file unreadable"
+    if isinstance(data.get("pool_max_size"), int):
+        return data["pool_max_size"], "pool_max_size in the v2 server config"
+    database = data.get("database") if isinstance(data.get("database"), dict) else {}
+    for key in ("pool_max", "pool_size"):
+        if isinstance(database.get(key), int):
+            return database[key], f"[database] {key} in {Path(config_path).name}"
+    return None, "config file names no pool size"
+
+
+@check("database.pool_capacity")
+def check_pool_capacity(ctx: RunContext, table: pd.DataFrame,
+                        warning_fraction: float = thresholds.POOL_OF_MAX_CONNECTIONS.warning
+                        ) -> Finding:
+    """Σ pool_max over instances against max_connections less the superuser reserve."""
+    info = postgres.server_info(ctx.target.database_url())
+    available = info.max_connections - info.reserved_connections
+    from_config, config_source = configured_pool_max(ctx.target.get("config_path"))
+    sizes, sources = [], []
+    for row in table.itertuples():
+        if pd.notna(row.pool_max):
+            sizes.append(int(row.pool_max))
+            sources.append("admin API")
+        elif from_config is not None:
+            sizes.append(from_config)
+            sources.append(config_source)
+        else:
+            sizes.append(thresholds.V2_DEFAULT_POOL_MAX)
+            sources.append("v2 default (assumed)")
+    total = sum(sizes)
+    evidence = {"instances": len(sizes), "pool_sizes": sizes, "sources": sorted(set(sources)),
+                "total_pool": total, "max_connections": info.max_connections,
+                "reserved_connections": info.reserved_connections,
+                "available": available, "in_use_now": info.connections}
+    summary = (f"{len(sizes)} instance(s) × pool = {total} connections against "
+               f"{available} available (max_connections {info.max_connections} less "
+               f"{info.reserved_connections} reserved)")
+    if total > available:
+        return ctx.record("database.pool_capacity", Status.CRITICAL, summary, evidence,
+                          "lower pool_max_size or raise max_connections: at full load "
+                          "connections will be refused")
+    if total > warning_fraction * available:
+        return ctx.record("database.pool_capacity", Status.WARNING, summary, evidence,
+                          f"pools exceed {warning_fraction:.0%} of capacity (§6.1); leave "
+                          "headroom for maintenance and other clients")
+    return ctx.record("database.pool_capacity", Status.OK, summary, evidence)

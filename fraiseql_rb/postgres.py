@@ -1,0 +1,126 @@
+"""Read-only PostgreSQL access for diagnostics, and the SQL each check runs.
+
+Every session is read-only with connect and statement timeouts: a diagnostic must never
+change the database or hang on it. User values reach SQL only as bound parameters.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import urlsplit
+
+import psycopg
+from psycopg.rows import dict_row
+
+from . import secrets, thresholds
+
+
+def connect(url: str, *, connect_timeout_s: int = thresholds.DB_CONNECT_TIMEOUT_S,
+            statement_timeout_ms: int = thresholds.DB_STATEMENT_TIMEOUT_MS) -> psycopg.Connection:
+    """Open a read-only, autocommit session with timeouts."""
+    options = (f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms}"
+               " -c lock_timeout=2000")
+    try:
+        return psycopg.connect(url, connect_timeout=connect_timeout_s, autocommit=True,
+                               options=options, application_name="fraiseql-rb",
+                               row_factory=dict_row)
+    except psycopg.Error as exc:
+        raise ConnectionFailed(secrets.mask(first_line(exc))) from None
+
+
+class ConnectionFailed(Exception):
+    """The database could not be reached; the message is masked and one line."""
+
+
+def first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def rows(conn: psycopg.Connection, query: str, params: Any = None) -> list[dict[str, Any]]:
+    with conn.cursor() as cur:
+        cur.execute(query, params)
+        return list(cur.fetchall()) if cur.description else []
+
+
+def one(conn: psycopg.Connection, query: str, params: Any = None) -> dict[str, Any]:
+    found = rows(conn, query, params)
+    return found[0] if found else {}
+
+
+def url_user(url: str) -> str | None:
+    return urlsplit(url).username
+
+
+def url_database(url: str) -> str | None:
+    path = urlsplit(url).path.lstrip("/")
+    return path or None
+
+
+SERVER_INFO_SQL = """
+SELECT version() AS version,
+       current_setting('server_version_num')::int AS version_num,
+       current_database() AS database,
+       current_user AS "user",
+       current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int AS reserved_connections,
+       (SELECT count(*) FROM pg_stat_activity) AS connections,
+       (SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()) AS ssl
+"""
+
+
+@dataclass(frozen=True)
+class ServerInfo:
+    version: str
+    major: int
+    database: str
+    user: str
+    max_connections: int
+    reserved_connections: int
+    connections: int
+    ssl: bool | None
+    connect_ms: float
+
+
+def server_info(url: str) -> ServerInfo:
+    """Connect, and read the facts most checks need in one round trip."""
+    import time
+
+    started = time.perf_counter()
+    with connect(url) as conn:
+        elapsed = (time.perf_counter() - started) * 1000
+        row = one(conn, SERVER_INFO_SQL)
+    return ServerInfo(
+        version=row["version"], major=row["version_num"] // 10000, database=row["database"],
+        user=row["user"], max_connections=row["max_connections"],
+        reserved_connections=row["reserved_connections"], connections=row["connections"],
+        ssl=row["ssl"], connect_ms=round(elapsed, 1),
+    )
+
+
+# The privileges runbook §2.1 step 1 grants: CONNECT on the database, USAGE on schema
+# public, ALL on every table in public.
+TABLE_PRIVILEGES = ("SELECT", "INSERT", "UPDATE", "DELETE", "TRUNCATE", "REFERENCES", "TRIGGER")
+ROLE_GRANTS_SQL = """
+SELECT has_database_privilege(%(role)s, current_database(), 'CONNECT') AS can_connect,
+       has_schema_privilege(%(role)s, 'public', 'USAGE') AS schema_usage,
+       (SELECT count(*) FROM pg_tables WHERE schemaname = 'public') AS tables
+"""
+MISSING_TABLE_PRIVILEGES_SQL = """
+SELECT t.tablename AS "table", p.privilege
+FROM pg_tables t
+CROSS JOIN unnest(%(privileges)s::text[]) AS p(privilege)
+WHERE t.schemaname = 'public'
+  AND NOT has_table_privilege(%(role)s, format('%%I.%%I', t.schemaname, t.tablename),
+                              p.privilege)
+ORDER BY 1, 2
+"""
+
+
+def role_grants(conn: psycopg.Connection, role: str) -> dict[str, Any]:
+    """What runbook §2.1 step 1 grants the application role, and what is missing."""
+    summary = one(conn, ROLE_GRANTS_SQL, {"role": role})
+    missing = rows(conn, MISSING_TABLE_PRIVILEGES_SQL,
+                   {"role": role, "privileges": list(TABLE_PRIVILEGES)})
+    return {**summary, "missing_table_privileges": missing}

@@ -1,0 +1,38 @@
+"""Default thresholds, each with the runbook section it comes from.
+
+Checks read their limits from here (or from a notebook parameter that defaults to these),
+never from literals in code, so a reviewer can see and argue with every number in one place.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Threshold:
+    warning: float
+    critical: float
+    unit: str
+    source: str
+
+
+RESPONSE_TIME_MS = Threshold(
+    warning=2000, critical=5000, unit="ms",
+    source="§6.1 scale up when P95 > 2 s; §3.2 HighQueryLatency at P99 > 5 s",
+)
+POOL_OF_MAX_CONNECTIONS = Threshold(
+    warning=0.80, critical=1.0, unit="fraction of max_connections",
+    source="§6.1 scale up above 80 % of capacity; beyond 100 % connections are refused",
+)
+POSTGRES_MIN_VERSION = Threshold(
+    warning=11, critical=10, unit="major version",
+    source="§1.1 PostgreSQL 10+ (SCRAM-SHA-256), 11+ recommended (SCRAM-SHA-256-PLUS)",
+)
+
+# Timeouts for diagnostics: a check must end even when its target hangs.
+HTTP_TIMEOUT_S = 5.0
+DB_CONNECT_TIMEOUT_S = 5
+DB_STATEMENT_TIMEOUT_MS = 10_000
+# FraiseQL v2's pool_max_size when neither the admin API nor the config says otherwise.
+V2_DEFAULT_POOL_MAX = 20
