@@ -66,8 +66,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         print(info.inventory)
         return 0
     if args.sandbox_command == "down":
-        manager.down(directory)
-        print(f"sandbox in {directory} stopped")
+        manager.down(directory, purge=args.purge)
+        print(f"sandbox in {directory} {'removed' if args.purge else 'stopped'}")
         return 0
     if args.sandbox_command == "status":
         report = manager.status(directory)
@@ -119,7 +119,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--audit-events", type=int, default=20_000,
                     help="audit events to generate over 30 days (default 20000)")
     up.add_argument("--seed", type=int, default=42, help="seed for generated data")
-    ssub.add_parser("down", help="stop everything the sandbox runs")
+    dn = ssub.add_parser("down", help="stop everything the sandbox runs")
+    dn.add_argument("--purge", action="store_true", help="also delete the sandbox directory")
     ssub.add_parser("status", help="what runs, where")
     for verb in ("fault", "heal"):
         f = ssub.add_parser(verb, help=f"{verb} a drill fault (see `sandbox status`)")

@@ -1,0 +1,90 @@
+"""Shared fixtures: real PostgreSQL clusters (pg_fixtures) and one live drill sandbox.
+
+The sandbox is started once per session, lazily, by whichever needs it first: a test using
+the `sandbox` fixture, or nbval's notebook items (which cannot use fixtures, so the
+collection hook starts it and points the notebooks' kernels at it through the environment).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from pg_fixtures import *  # noqa: F403 - fixtures: pg_cluster, make_cluster
+
+from fraiseql_rb.sandbox import manager
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass
+class LiveSandbox:
+    root: Path
+    inventory: Path
+    reports: Path
+
+    def cli(self, *args: str, check: bool = False,
+            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+        """Run `fraiseql-rb` as a user would, against this sandbox's inventory."""
+        env = {**os.environ, "FRAISEQL_RB_INVENTORY": str(self.inventory)}
+        return subprocess.run([sys.executable, "-m", "fraiseql_rb", *args], env=env,
+                              capture_output=True, text=True, timeout=timeout, check=check)
+
+    def run(self, runbook: str, *args: str) -> subprocess.CompletedProcess[str]:
+        return self.cli("run", runbook, "--target", "sandbox", "--output-dir",
+                        str(self.reports), *args)
+
+    def fault(self, name: str) -> None:
+        manager.inject(self.root, name)
+
+    def heal(self, name: str) -> None:
+        manager.heal(self.root, name)
+
+
+_live: LiveSandbox | None = None
+
+
+def live_sandbox() -> LiveSandbox:
+    global _live
+    if _live is None:
+        root = Path(tempfile.mkdtemp(prefix="fraiseql-rb-test-sandbox-", dir="/tmp"))
+        shutil.rmtree(root)  # `up` wants to create it
+        result = manager.up(root, audit_events=5_000)
+        reports = Path(tempfile.mkdtemp(prefix="fraiseql-rb-test-reports-"))
+        _live = LiveSandbox(root, result.inventory, reports)
+        os.environ["FRAISEQL_RB_INVENTORY"] = str(result.inventory)
+        os.environ["FRAISEQL_RB_OUTPUT_DIR"] = str(reports)
+    return _live
+
+
+@pytest.fixture(scope="session")
+def sandbox() -> LiveSandbox:
+    return live_sandbox()
+
+
+@pytest.fixture
+def healthy_sandbox(sandbox: LiveSandbox) -> LiveSandbox:
+    """The sandbox with every fault healed before and after the test."""
+    for name in manager.Sandbox.open(sandbox.root).faults():
+        sandbox.heal(name)
+    yield sandbox
+    for name in manager.Sandbox.open(sandbox.root).faults():
+        sandbox.heal(name)
+
+
+def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
+                                  items: list[pytest.Item]) -> None:
+    if any(item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid for item in items):
+        live_sandbox()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if _live is not None:
+        manager.down(_live.root, purge=True)
+        shutil.rmtree(_live.reports, ignore_errors=True)
