@@ -40,6 +40,16 @@ class RunContext:
     inventory_path: str | None = None
     _target: inventory.Target | None = None
 
+    @classmethod
+    def adhoc(cls, runbook: str = "adhoc", target: inventory.Target | None = None, *,
+              findings_path: Path | None = None, execute: bool = False,
+              confirm: str | None = None) -> RunContext:
+        """A context for calling checks from Python or tests, without a notebook."""
+        name = target.name if target is not None else "none"
+        log = FindingsLog(runbook, name, path=findings_path)
+        return cls(runbook=runbook, target_name=name, log=log, execute=execute,
+                   confirm=confirm, _target=target)
+
     @property
     def target(self) -> inventory.Target:
         """The inventory target, loaded on first use so that a bad inventory is a finding."""
