@@ -15,7 +15,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, ParamSpec
+from typing import Any, ParamSpec, TypeVar
 
 import pandas as pd
 
@@ -26,6 +26,7 @@ from .findings import Action, Finding, FindingsLog, Status
 RUN_ENV = "FRAISEQL_RB_RUN"  # JSON from the runner: runbook, target, parameters, findings path
 
 P = ParamSpec("P")
+R = TypeVar("R")
 
 
 @dataclass
@@ -88,15 +89,16 @@ class RunContext:
         return frame.reset_index(drop=True)
 
 
-def check(name: str) -> Callable[[Callable[P, Finding]], Callable[P, Finding]]:
+def check(name: str) -> Callable[[Callable[P, R]], Callable[P, R | Finding]]:
     """Make a check total: if it cannot run, that is an `unknown` finding, not a crash.
 
-    The wrapped function takes the RunContext first and returns the Finding it recorded.
+    The wrapped function takes the RunContext first and returns what it recorded (a Finding,
+    or a list of them for checks with several aspects).
     """
 
-    def decorate(func: Callable[P, Finding]) -> Callable[P, Finding]:
+    def decorate(func: Callable[P, R]) -> Callable[P, R | Finding]:
         @functools.wraps(func)
-        def wrapper(*args: P.args, **kwargs: P.kwargs) -> Finding:
+        def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Finding:
             ctx = args[0]
             assert isinstance(ctx, RunContext)
             try:

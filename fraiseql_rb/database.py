@@ -79,3 +79,150 @@ def check_role_grants(ctx: RunContext) -> Finding:
     return ctx.record("database.role_grants", Status.OK,
                       f"role {role} has CONNECT, USAGE on public and ALL on "
                       f"{grants['tables']} tables", evidence)
+
+
+def _admin_url(ctx: RunContext) -> str | None:
+    """A privileged URL for checks that need superuser views; None when not configured."""
+    if ctx.target.get("admin_database_url"):
+        return ctx.target.database_url("admin_database")
+    return None
+
+
+@check("database.password_encryption")
+def check_password_encryption(ctx: RunContext) -> Finding:
+    """§1.1: SCRAM-SHA-256. With md5, new passwords are stored as MD5 hashes."""
+    with postgres.connect(ctx.target.database_url()) as conn:
+        value = postgres.one(conn, postgres.PASSWORD_ENCRYPTION_SQL)["value"]
+    evidence = {"password_encryption": value}
+    if value != "scram-sha-256":
+        return ctx.record("database.password_encryption", Status.CRITICAL,
+                          f"password_encryption is {value}: new passwords are not stored as "
+                          "SCRAM-SHA-256 (§1.1)", evidence,
+                          "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; reload; "
+                          "then reset every login role's password")
+    return ctx.record("database.password_encryption", Status.OK,
+                      "password_encryption is scram-sha-256", evidence)
+
+
+@check("database.role_passwords")
+def check_role_passwords(ctx: RunContext) -> Finding:
+    """Login roles whose stored password is not SCRAM (needs `admin_database_url`)."""
+    url = _admin_url(ctx)
+    if url is None:
+        return ctx.record("database.role_passwords", Status.UNKNOWN,
+                          "not checked: reading stored passwords needs a privileged "
+                          "connection, and the target has no admin_database_url", {},
+                          "add admin_database_url (with admin_database_password_env/_file)")
+    with postgres.connect(url) as conn:
+        found = postgres.rows(conn, postgres.LOGIN_ROLE_PASSWORDS_SQL)
+    weak = [r for r in found if r["stored_as"] in ("md5", "plaintext")]
+    table = pd.DataFrame(found)
+    evidence = {"login_roles": len(found), "not_scram": [r["role"] for r in weak]}
+    if weak:
+        return ctx.record("database.role_passwords", Status.CRITICAL,
+                          f"{len(weak)} login role(s) with a non-SCRAM password: "
+                          + ", ".join(f"{r['role']} ({r['stored_as']})" for r in weak),
+                          evidence, "with password_encryption=scram-sha-256, reset each "
+                          "listed role's password (\\password in psql)", table=table)
+    return ctx.record("database.role_passwords", Status.OK,
+                      f"all {len(found)} login roles use SCRAM-SHA-256 or no password",
+                      evidence, table=table)
+
+
+HBA_SEVERITY = {"trust": Status.CRITICAL, "password": Status.CRITICAL, "md5": Status.WARNING}
+
+
+@check("database.hba")
+def check_hba(ctx: RunContext) -> Finding:
+    """pg_hba.conf: trust or cleartext password on host lines is critical, md5 a warning."""
+    url = _admin_url(ctx)
+    if url is None:
+        return ctx.record("database.hba", Status.UNKNOWN,
+                          "not checked: pg_hba_file_rules needs a privileged connection, and "
+                          "the target has no admin_database_url", {},
+                          "add admin_database_url to the inventory")
+    with postgres.connect(url) as conn:
+        rules = postgres.rows(conn, postgres.HBA_RULES_SQL)
+    problems = []
+    for rule in rules:
+        if rule["error"]:
+            problems.append((Status.CRITICAL, rule, f"line {rule['line_number']} is rejected "
+                             f"by the server: {rule['error']}"))
+        elif str(rule["type"]).startswith("host") and rule["auth_method"] in HBA_SEVERITY:
+            problems.append((HBA_SEVERITY[rule["auth_method"]], rule,
+                             f"line {rule['line_number']}: {rule['type']} "
+                             f"{rule['address'] or ''} uses {rule['auth_method']}"))
+    table = pd.DataFrame(rules).drop(columns=["netmask"], errors="ignore")
+    evidence = {"rules": len(rules), "problems": [text for _, _, text in problems]}
+    if not problems:
+        return ctx.record("database.hba", Status.OK,
+                          f"{len(rules)} pg_hba rules, none with trust, password or md5 on "
+                          "network lines", evidence, table=table)
+    status = Status.CRITICAL if any(s is Status.CRITICAL for s, _, _ in problems) else \
+        Status.WARNING
+    return ctx.record("database.hba", status, "; ".join(text for _, _, text in problems),
+                      evidence, "use scram-sha-256 on every host line of pg_hba.conf, fix "
+                      "rejected lines, then reload", table=table)
+
+
+@check("database.exists")
+def check_database_exists(ctx: RunContext) -> Finding:
+    """§4.2 step 3: `SELECT datname FROM pg_database WHERE datname='fraiseql'`."""
+    url = ctx.target.database_url()
+    name = postgres.url_database(url)
+    with postgres.connect(_admin_url(ctx) or url) as conn:
+        found = postgres.rows(conn, postgres.DATABASE_EXISTS_SQL, {"name": name})
+    if found:
+        return ctx.record("database.exists", Status.OK, f"database {name} exists",
+                          {"database": name})
+    return ctx.record("database.exists", Status.CRITICAL, f"database {name} does not exist",
+                      {"database": name}, "create it (§2.1 step 1) or fix database_url")
+
+
+@check("database.wal_archiving")
+def check_wal_archiving(ctx: RunContext) -> Finding:
+    """§5.1 continuous WAL archiving: on, with a command, and not failing."""
+    with postgres.connect(_admin_url(ctx) or ctx.target.database_url()) as conn:
+        row = postgres.one(conn, postgres.ARCHIVING_SQL)
+    evidence = dict(row)
+    if row["archive_mode"] not in ("on", "always"):
+        return ctx.record("database.wal_archiving", Status.CRITICAL,
+                          f"archive_mode is {row['archive_mode']}: no continuous WAL archive, "
+                          "so point-in-time recovery is impossible (§5.1)", evidence,
+                          "set archive_mode=on and archive_command (needs a restart)")
+    if not row["archive_command"] or row["archive_command"] == "(disabled)":
+        return ctx.record("database.wal_archiving", Status.CRITICAL,
+                          "archive_mode is on but archive_command is empty: WAL piles up "
+                          "in pg_wal", evidence, "set archive_command (§5.1) and reload")
+    failed_at, archived_at = row["last_failed_time"], row["last_archived_time"]
+    if failed_at and (archived_at is None or failed_at > archived_at):
+        return ctx.record("database.wal_archiving", Status.CRITICAL,
+                          f"archiving is failing: last failure {row['last_failed_wal']} at "
+                          f"{failed_at:%Y-%m-%d %H:%M:%S}Z, {row['failed_count']} failures",
+                          evidence, "read the PostgreSQL log for archive_command errors; "
+                          "check the archive directory's space and permissions")
+    return ctx.record("database.wal_archiving", Status.OK,
+                      f"archiving on, {row['archived_count']} segments archived, "
+                      f"{row['failed_count']} failures", evidence)
+
+
+@check("database.replication")
+def check_replication(ctx: RunContext) -> Finding:
+    """§1.1 "Streaming replication for HA": required when the target says it is HA."""
+    ha = bool(ctx.target.get("ha")) or bool(ctx.target.get("replica_database_url"))
+    with postgres.connect(_admin_url(ctx) or ctx.target.database_url()) as conn:
+        replicas = postgres.rows(conn, postgres.REPLICATION_SQL)
+    evidence = {"ha": ha, "replicas": replicas}
+    table = pd.DataFrame(replicas) if replicas else None
+    streaming = [r for r in replicas if r["state"] == "streaming"]
+    if streaming:
+        return ctx.record("database.replication", Status.OK,
+                          f"{len(streaming)} replica(s) streaming", evidence, table=table)
+    if ha:
+        return ctx.record("database.replication", Status.CRITICAL,
+                          "the target is HA but no replica is streaming from this primary",
+                          evidence, "check the replica's primary_conninfo and its log",
+                          table=table)
+    return ctx.record("database.replication", Status.INFO,
+                      "no streaming replica (the target is not marked HA; §1.1 recommends "
+                      "one for production)", evidence)

@@ -124,3 +124,46 @@ def role_grants(conn: psycopg.Connection, role: str) -> dict[str, Any]:
     missing = rows(conn, MISSING_TABLE_PRIVILEGES_SQL,
                    {"role": role, "privileges": list(TABLE_PRIVILEGES)})
     return {**summary, "missing_table_privileges": missing}
+
+
+# -- authentication and pre-flight -----------------------------------------------------------
+
+PASSWORD_ENCRYPTION_SQL = "SELECT current_setting('password_encryption') AS value"
+
+# Needs a superuser (pg_authid holds the verifiers); classifies without reading them out.
+LOGIN_ROLE_PASSWORDS_SQL = """
+SELECT rolname AS role,
+       CASE WHEN rolpassword IS NULL THEN 'none'
+            WHEN rolpassword LIKE 'SCRAM-SHA-256$%%' THEN 'scram-sha-256'
+            WHEN rolpassword LIKE 'md5%%' AND length(rolpassword) = 35 THEN 'md5'
+            ELSE 'plaintext' END AS stored_as,
+       rolsuper AS superuser
+FROM pg_authid
+WHERE rolcanlogin
+ORDER BY rolname
+"""
+
+# pg_hba_file_rules is readable by superusers only; `error` marks lines the server rejected.
+HBA_RULES_SQL = """
+SELECT line_number, type, database, user_name, address, netmask, auth_method, error
+FROM pg_hba_file_rules
+ORDER BY line_number
+"""
+
+ARCHIVING_SQL = """
+SELECT current_setting('archive_mode') AS archive_mode,
+       current_setting('archive_command') AS archive_command,
+       current_setting('wal_level') AS wal_level,
+       a.archived_count, a.last_archived_wal, a.last_archived_time,
+       a.failed_count, a.last_failed_wal, a.last_failed_time
+FROM pg_stat_archiver a
+"""
+
+REPLICATION_SQL = """
+SELECT application_name, client_addr::text AS client_addr, state, sync_state,
+       EXTRACT(EPOCH FROM replay_lag)::float AS replay_lag_s
+FROM pg_stat_replication
+ORDER BY application_name
+"""
+
+DATABASE_EXISTS_SQL = "SELECT datname FROM pg_database WHERE datname = %(name)s"

@@ -36,3 +36,24 @@ DB_CONNECT_TIMEOUT_S = 5
 DB_STATEMENT_TIMEOUT_MS = 10_000
 # FraiseQL v2's pool_max_size when neither the admin API nor the config says otherwise.
 V2_DEFAULT_POOL_MAX = 20
+
+# §1.1 compute: "Minimum: 2 vCPU, 4GB RAM", "Recommended: 4 vCPU, 8GB RAM" (critical below the
+# minimum, warning below the recommendation; warning and critical read as lower bounds here).
+HOST_CPUS = Threshold(warning=4, critical=2, unit="vCPU", source="§1.1 compute")
+HOST_MEMORY_GB = Threshold(warning=8, critical=4, unit="GB", source="§1.1 compute")
+DISK_USED = Threshold(warning=0.80, critical=0.90, unit="fraction used",
+                      source="§6.1 scale up when disk > 80 % used; 90 % leaves no room")
+# §1.1 Caching: Redis 6.0+
+REDIS_MIN_VERSION = (6, 0)
+
+# TLS (fraiseql_rb.tls).
+CERT_EXPIRY_DAYS = Threshold(
+    warning=21, critical=7, unit="days",
+    source="§8.1 weekly certificate-expiry review: warn three reviews ahead; critical when the "
+           "next weekly review would come too late",
+)
+# §1.1 load balancer "TLS 1.2+"; §1.2 `min_tls_version = "1.2"`.
+TLS_MIN_VERSION = "TLSv1.2"
+# Smallest keys current TLS clients accept (OpenSSL security level 2, CA/Browser Forum).
+RSA_MIN_BITS = 2048
+EC_MIN_BITS = 256

@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import redis
 
 from .. import secrets
 from ..errors import RunbookError, UsageError
@@ -36,7 +37,8 @@ from . import cluster as pgcluster
 
 STATE_FILE = "sandbox.json"
 SERVER_MODULE = "fraiseql_rb.sandbox.standin"
-SECRET_NAMES = ("superuser_password", "database_password", "metrics_token", "admin_token")
+SECRET_NAMES = ("superuser_password", "database_password", "metrics_token", "admin_token",
+                "redis_password")
 POOL_MAX = 10  # the stand-in's pool_max_size: small, so pool drills are quick
 HEALTH_WAIT_S = 20.0
 
@@ -145,6 +147,7 @@ def write_server_config(sb: Sandbox, overrides: dict[str, Any] | None = None) ->
         "admin_api_enabled": True,
         "introspection_enabled": False,
         "introspection_require_auth": True,
+        "cors_enabled": False,
         "request_timeout_secs": 30,
         **(overrides or {}),
     }
@@ -170,6 +173,9 @@ def write_inventory(sb: Sandbox) -> None:
         "backup_dir": str(sb.cluster.backup_dir),
         "wal_archive_dir": str(sb.cluster.wal_archive_dir),
         "ca_bundle": str(sb.cluster.tls.ca_cert),
+        **({"redis_url": f"redis://127.0.0.1:{sb.state['redis_port']}/0",
+            "redis_password_file": "secrets/redis_password"}
+           if sb.state.get("redis_port") else {}),
         "restart_command": _cli_command(sb, "service", "restart"),
         "status_command": _cli_command(sb, "service", "status"),
         "logs_command": _cli_command(sb, "service", "logs"),
@@ -298,6 +304,69 @@ def service(root: Path, action: str, *, lines: int = 50) -> int:
     raise UsageError(f"unknown service action {action!r}")
 
 
+# -- Redis (optional: only when redis-server is installed) -----------------------------------
+
+def _redis_dir(sb: Sandbox) -> Path:
+    return sb.root / "redis"
+
+
+def redis_pid(sb: Sandbox) -> int | None:
+    pid = sb.state.get("redis_pid")
+    if not pid:
+        return None
+    try:
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+    except OSError:
+        return None
+    return int(pid) if "redis-server" in cmdline else None
+
+
+def start_redis(sb: Sandbox) -> int | None:
+    """Start redis-server on the sandbox's port; the password sits in a 0600 config file,
+    never on a command line where `ps` would show it."""
+    binary = shutil.which("redis-server")
+    if binary is None or not sb.state.get("redis_port"):
+        return None
+    if (pid := redis_pid(sb)) is not None:
+        return pid
+    directory = _redis_dir(sb)
+    directory.mkdir(mode=0o700, exist_ok=True)
+    conf = directory / "redis.conf"
+    fd = os.open(conf, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        handle.write(f"port {sb.state['redis_port']}\nbind 127.0.0.1\nsave \"\"\n"
+                     f"appendonly no\ndir {directory}\nlogfile {sb.root / 'logs' / 'redis.log'}\n"
+                     f"requirepass {sb.secret('redis_password')}\n")
+    proc = subprocess.Popen([binary, str(conf)], stdin=subprocess.DEVNULL,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    sb.state["redis_pid"] = proc.pid
+    sb.save()
+    deadline = time.monotonic() + 10
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise SandboxError(f"redis-server exited ({proc.returncode}); see logs/redis.log")
+        try:
+            redis.Redis(port=sb.state["redis_port"], password=sb.secret("redis_password"),
+                               socket_timeout=1).ping()
+            return proc.pid
+        except (redis.RedisError, OSError):
+            time.sleep(0.05)
+    raise SandboxError("redis-server did not answer within 10 s")
+
+
+def stop_redis(sb: Sandbox) -> None:
+    pid = redis_pid(sb)
+    if pid is None:
+        return
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + 10
+    while redis_pid(sb) is not None and time.monotonic() < deadline:
+        _reap(pid)
+        time.sleep(0.05)
+    sb.state["redis_pid"] = None
+
+
 # -- up, down, status ------------------------------------------------------------------------
 
 @dataclass(frozen=True)
@@ -317,6 +386,7 @@ def up(root: Path, *, audit_events: int = 20_000, seed: int = 42) -> UpResult:
         _progress(f"restarting the existing sandbox in {sb.root}")
         if not sb.cluster.is_running():
             sb.cluster.start()
+        start_redis(sb)
         start_server(sb)
         sb.state["faults"] = []
         sb.save()
@@ -352,7 +422,9 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float])
     cl = pgcluster.Cluster(sb.root)
     sb.state.update({"created_at": isoformat(utcnow()), "pg_port": cl.port,
                      "server_port": pgcluster.free_port(), "audit_events": audit_events,
-                     "seed": seed, "faults": []})
+                     "seed": seed, "faults": [],
+                     "redis_port": pgcluster.free_port() if shutil.which("redis-server")
+                     else None})
     sb.save()
     _step(timings, "initdb", lambda: cl.init(sb.secret("superuser_password")))
     _step(timings, "postgres start", cl.start)
@@ -361,6 +433,8 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float])
                                seed=seed))
     _step(timings, "backup (pg_dump -Fc)", cl.dump)
     _step(timings, "WAL archiving", lambda: cl.wait_archived(timeout=30))
+    if sb.state["redis_port"]:
+        _step(timings, "redis", lambda: start_redis(sb))
     write_server_config(sb)
     write_inventory(sb)
     _step(timings, "stand-in server", lambda: start_server(sb))
@@ -368,6 +442,7 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float])
 
 def _stop_everything(sb: Sandbox) -> None:
     stop_server(sb)
+    stop_redis(sb)
     cl = sb.cluster
     if cl.pgdata.exists() and cl.is_running():
         try:
@@ -413,6 +488,8 @@ def status(root: Path) -> StatusReport:
     components = {
         "postgres": (f"running, port {cl.port}, pid {cl.pid()}" if pg_up else "stopped"),
         "server": (f"running, {sb.server_url}, pid {pid}" if pid else "stopped"),
+        "redis": ("not installed" if not sb.state.get("redis_port") else
+                  f"running, port {sb.state['redis_port']}" if redis_pid(sb) else "stopped"),
         "inventory": str(sb.inventory),
     }
     return StatusReport(sb.root, components, sb.faults(), pg_up and pid is not None)

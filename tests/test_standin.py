@@ -1,0 +1,549 @@
+"""The stand-in FraiseQL v2 server, run as a process against a real, throwaway PostgreSQL.
+
+One module-scoped cluster (initdb/pg_ctl as the ``postgres`` OS user, on a free port; the system
+PostgreSQL is never touched) and one main stand-in instance serve most tests; tests that need a
+differently configured server start their own short-lived instance.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import ssl
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+import psycopg
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+REPO = Path(__file__).resolve().parents[1]
+PG_BIN = Path(os.environ.get("FRAISEQL_RB_PG_BIN", "/usr/lib/postgresql/15/bin"))
+
+pytestmark = pytest.mark.skipif(
+    not (PG_BIN / "initdb").exists() or not hasattr(os, "geteuid") or os.geteuid() != 0,
+    reason="needs PostgreSQL server binaries and root (to run them as the postgres user)",
+)
+
+SCHEMA_SQL = """
+CREATE TABLE tb_user (pk_user int PRIMARY KEY, id uuid NOT NULL, name text NOT NULL,
+                      email text NOT NULL);
+CREATE TABLE tb_post (pk_post int PRIMARY KEY, id uuid NOT NULL, fk_user int NOT NULL,
+                      title text NOT NULL);
+INSERT INTO tb_user SELECT n, md5('user-' || n)::uuid, 'User ' || n, 'user' || n || '@ex.com'
+FROM generate_series(1, 5) AS n;
+INSERT INTO tb_post SELECT n, md5('post-' || n)::uuid, 1 + n % 5, 'Post ' || n
+FROM generate_series(1, 8) AS n;
+CREATE VIEW v_user AS SELECT id, jsonb_build_object('id', id, 'name', name, 'email', email,
+                                                     'createdAt', '2026-01-01') AS data
+FROM tb_user;
+CREATE VIEW v_post AS
+SELECT p.id, jsonb_build_object('id', p.id, 'title', p.title, 'body', 'b',
+                                'author', jsonb_build_object('id', u.id, 'name', u.name)) AS data
+FROM tb_post p JOIN tb_user u ON u.pk_user = p.fk_user;
+"""
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class PgCluster:
+    """A disposable cluster owned by the postgres OS user."""
+
+    root: Path
+    port: int
+
+    @property
+    def dsn(self) -> str:
+        return f"postgresql://postgres@127.0.0.1:{self.port}/fraiseql"
+
+    def _ctl(self, *args: str) -> None:
+        subprocess.run([str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), *args],
+                       user="postgres", cwd=self.root, check=True, capture_output=True,
+                       timeout=60)
+
+    def start(self) -> None:
+        self._ctl("-l", str(self.root / "pg.log"), "-w", "-t", "30", "-o",
+                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
+                  "start")
+
+    def stop(self) -> None:
+        self._ctl("-m", "fast", "-w", "-t", "30", "stop")
+
+
+@pytest.fixture(scope="module")
+def pg() -> Iterator[PgCluster]:
+    """One throwaway cluster with a `fraiseql` database holding tiny v_user/v_post views."""
+    root = Path(tempfile.mkdtemp(prefix="standin-pg-"))
+    shutil.chown(root, "postgres", "postgres")
+    cluster = PgCluster(root, _free_port())
+    subprocess.run([str(PG_BIN / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U",
+                    "postgres", "-E", "UTF8", "--locale=C", "--no-sync"],
+                   user="postgres", cwd=root, check=True, capture_output=True, timeout=120)
+    cluster.start()
+    try:
+        admin = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
+        with psycopg.connect(admin, autocommit=True) as conn:
+            conn.execute("CREATE DATABASE fraiseql")
+        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
+            conn.execute(SCHEMA_SQL)
+        yield cluster
+    finally:
+        subprocess.run([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
+                        "stop"], user="postgres", cwd=root, capture_output=True, timeout=60)
+        shutil.rmtree(root, ignore_errors=True)
+
+
+@dataclass
+class Standin:
+    """A running stand-in process and where to reach it."""
+
+    proc: subprocess.Popen[bytes]
+    url: str
+    log: Path
+    state_dir: Path
+    secrets: tuple[str, ...]
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(timeout=15)
+
+    def log_text(self) -> str:
+        return self.log.read_text(encoding="utf-8", errors="replace")
+
+
+def _clean_env() -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("FRAISEQL_") and k != "DATABASE_URL"}
+    env["PYTHONPATH"] = str(REPO)
+    return env
+
+
+def start_standin(workdir: Path, name: str, config: str, env: dict[str, str],
+                  scheme: str = "http") -> Standin:
+    port = _free_port()
+    cfg = workdir / f"{name}.toml"
+    cfg.write_text(config, encoding="utf-8")
+    state = workdir / f"{name}-state"
+    state.mkdir(exist_ok=True)
+    log = workdir / f"{name}.log"
+    full_env = {**_clean_env(), "FRAISEQL_BIND_ADDR": f"127.0.0.1:{port}", **env}
+    with log.open("wb") as log_file:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fraiseql_rb.sandbox.standin", "--config", str(cfg),
+             "--state-dir", str(state)],
+            stdout=subprocess.DEVNULL, stderr=log_file, env=full_env, cwd=workdir)
+    inst = Standin(proc, f"{scheme}://127.0.0.1:{port}", log, state,
+                   tuple(v for k, v in env.items() if k.endswith("TOKEN")))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise AssertionError(f"stand-in exited {proc.returncode}: {inst.log_text()}")
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return inst
+        except OSError:
+            time.sleep(0.1)
+    inst.stop()
+    raise AssertionError(f"stand-in did not listen: {inst.log_text()}")
+
+
+BASE_CONFIG = """
+pool_min_size = 2
+pool_max_size = 5
+pool_timeout_secs = 3
+cors_enabled = false
+"""
+METRICS_TOKEN = "mt-" + secrets.token_urlsafe(24)
+ADMIN_TOKEN = "at-" + secrets.token_urlsafe(32)
+
+
+@pytest.fixture(scope="module")
+def workdir() -> Iterator[Path]:
+    path = Path(tempfile.mkdtemp(prefix="standin-test-"))
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture(scope="module")
+def server(pg: PgCluster, workdir: Path) -> Iterator[Standin]:
+    """The main instance: metrics and admin API on, secrets passed only through the env."""
+    inst = start_standin(
+        workdir, "main", BASE_CONFIG + "metrics_enabled = true\nadmin_api_enabled = true\n",
+        {"DATABASE_URL": pg.dsn, "FRAISEQL_METRICS_TOKEN": METRICS_TOKEN,
+         "FRAISEQL_ADMIN_TOKEN": ADMIN_TOKEN})
+    yield inst
+    assert inst.stop() == 0
+    assert "shutdown complete" in inst.log_text()
+
+
+@pytest.fixture(scope="module")
+def client(server: Standin) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.url, timeout=10) as c:
+        yield c
+
+
+def gql(client: httpx.Client, query: str, **extra: object) -> httpx.Response:
+    return client.post("/graphql", json={"query": query, **extra})
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+def scrape(client: httpx.Client) -> tuple[str, dict[tuple[str, tuple[tuple[str, str], ...]],
+                                                   float]]:
+    resp = client.get("/metrics", headers=bearer(METRICS_TOKEN))
+    assert resp.status_code == 200
+    samples = {}
+    for family in text_string_to_metric_families(resp.text):
+        for s in family.samples:
+            samples[(s.name, tuple(sorted(s.labels.items())))] = s.value
+    return resp.text, samples
+
+
+def wait_for(predicate, timeout: float, interval: float = 0.2) -> bool:  # noqa: ANN001
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+# ---- health, readiness, GraphQL ----------------------------------------------------------
+
+
+def test_health_shape(client: httpx.Client) -> None:
+    assert wait_for(lambda: client.get("/health").status_code == 200, 10)
+    body = client.get("/health").json()
+    assert list(body) == ["status", "database", "version", "schema_hash"]
+    assert body["status"] == "healthy"
+    assert list(body["database"]) == ["connected", "database_type", "active_connections",
+                                      "idle_connections"]
+    assert body["database"]["connected"] is True
+    assert body["database"]["database_type"] == "PostgreSQL"
+    assert body["version"].endswith("-standin")
+    assert re.fullmatch(r"[0-9a-f]{32}", body["schema_hash"])
+
+
+def test_readiness(client: httpx.Client) -> None:
+    resp = client.get("/readiness")
+    assert (resp.status_code, resp.json()) == (200, {"status": "ready"})
+
+
+def test_typename_probe(client: httpx.Client) -> None:
+    resp = gql(client, "{ __typename }")
+    assert (resp.status_code, resp.json()) == (200, {"data": {"__typename": "Query"}})
+    get = client.get("/graphql", params={"query": "{ __typename }"})
+    assert get.json() == {"data": {"__typename": "Query"}}
+
+
+def test_introspection_refused_by_default(client: httpx.Client) -> None:
+    resp = gql(client, "{ __schema { types { name } } }")
+    assert resp.status_code == 200
+    body = resp.json()
+    assert "data" not in body
+    assert "Introspection" in body["errors"][0]["message"]
+
+
+def test_users_query_returns_requested_fields(client: httpx.Client) -> None:
+    resp = gql(client, "query Users($n: Int) { users(limit: $n) { id name } }",
+               variables={"n": 3}, operationName="Users")
+    assert resp.status_code == 200
+    users = resp.json()["data"]["users"]
+    assert len(users) == 3
+    assert all(set(u) == {"id", "name"} for u in users)
+    posts = gql(client, "{ p: posts(limit: 2) { title author { name } } }").json()["data"]["p"]
+    assert len(posts) == 2 and set(posts[0]["author"]) == {"name"}
+
+
+def test_graphql_errors(client: httpx.Client) -> None:
+    parse = gql(client, "{ users { id ")
+    err = parse.json()["errors"][0]
+    assert parse.status_code == 200 and err["code"] == "PARSE_ERROR"
+    assert err["locations"][0]["line"] == 1
+    unknown = gql(client, "{ nope { id } }")
+    assert unknown.status_code == 200
+    assert unknown.json()["errors"][0]["code"] == "VALIDATION_ERROR"
+    assert "nope" in unknown.json()["errors"][0]["message"]
+    bad_sub = gql(client, "{ users { password } }")
+    assert bad_sub.json()["errors"][0]["code"] == "VALIDATION_ERROR"
+    plain = client.post("/graphql", content="{}", headers={"Content-Type": "text/plain"})
+    assert plain.status_code == 415
+
+
+# ---- metrics -----------------------------------------------------------------------------
+
+
+def test_metrics_auth(client: httpx.Client) -> None:
+    assert client.get("/metrics").status_code == 401
+    wrong = client.get("/metrics", headers=bearer("wrong-token-value"))
+    assert (wrong.status_code, wrong.text) == (403, "Invalid token")
+    ok = client.get("/metrics", headers=bearer(METRICS_TOKEN))
+    assert ok.status_code == 200
+    assert ok.headers["content-type"].startswith("text/plain; version=0.0.4")
+
+
+def test_metrics_names_types_and_movement(client: httpx.Client) -> None:
+    _, before = scrape(client)
+    gql(client, "{ users(limit: 1) { id } }")
+    gql(client, "{ users(limit: 1) { id } }")  # second one is served from the cache
+    gql(client, "{ broken ")
+    text, after = scrape(client)
+    types = dict(re.findall(r"^# TYPE (\S+) (\S+)$", text, re.M))
+    assert not [n for n in types if n.startswith(("process_", "python_"))]
+    expected = {
+        "fraiseql_graphql_queries_total": "counter", "fraiseql_graphql_queries_success": "counter",
+        "fraiseql_graphql_queries_error": "counter", "fraiseql_cache_hits": "counter",
+        "fraiseql_cache_misses": "counter", "fraiseql_cache_hit_ratio": "gauge",
+        "fraiseql_graphql_query_duration_ms": "gauge",
+        "fraiseql_query_duration_seconds": "histogram",
+        "fraiseql_query_errors_total": "counter",
+        "fraiseql_database_query_duration_seconds": "histogram",
+        "fraiseql_database_query_duration_ms": "gauge",
+        "fraiseql_db_pool_connections_total": "gauge",
+        "fraiseql_db_pool_connections_idle": "gauge",
+        "fraiseql_db_pool_connections_active": "gauge",
+        "fraiseql_db_pool_requests_waiting": "gauge",
+        "fraiseql_http_requests_total": "counter", "fraiseql_http_responses_2xx": "counter",
+        "fraiseql_http_responses_4xx": "counter", "fraiseql_http_responses_5xx": "counter",
+        "fraiseql_http_request_duration_seconds": "histogram",
+        "fraiseql_parse_errors_total": "counter", "fraiseql_validation_errors_total": "counter",
+        "fraiseql_execution_errors_total": "counter", "fraiseql_apq_hits_total": "counter",
+        "fraiseql_schema_reloads_total": "counter",
+        "fraiseql_schema_reload_errors_total": "counter",
+        "fraiseql_jwt_replay_rejected_total": "counter",
+        "fraiseql_rate_limit_redis_errors_total": "counter",
+        "fraiseql_graphql_queries_cost_total": "counter",
+    }
+    assert {n: types.get(n) for n in expected} == expected
+    assert "fraiseql_cache_hits_total" not in types
+
+    def delta(name: str) -> float:
+        return after.get((name, ()), 0.0) - before.get((name, ()), 0.0)
+
+    assert delta("fraiseql_graphql_queries_total") == 3
+    assert delta("fraiseql_graphql_queries_error_total") == 1  # parser appends _total
+    assert delta("fraiseql_parse_errors_total") == 1
+    assert delta("fraiseql_cache_hits_total") >= 1
+    assert delta("fraiseql_http_requests_total") >= 4
+    assert after[("fraiseql_query_duration_seconds_count", (("operation", "users"),))] >= 2
+    js = client.get("/metrics/json", headers=bearer(METRICS_TOKEN)).json()
+    assert list(js) == ["queries_total", "queries_success", "queries_error",
+                        "avg_query_duration_ms", "cache_hit_ratio", "pool_connections_total",
+                        "pool_connections_idle", "pool_connections_active",
+                        "pool_requests_waiting"]
+
+
+def test_metrics_and_admin_404_without_tokens(pg: PgCluster, workdir: Path) -> None:
+    inst = start_standin(workdir, "bare", BASE_CONFIG, {"DATABASE_URL": pg.dsn})
+    try:
+        with httpx.Client(base_url=inst.url, timeout=10) as c:
+            assert c.get("/metrics", headers=bearer(METRICS_TOKEN)).status_code == 404
+            assert c.get("/metrics/json").status_code == 404
+            assert c.get("/api/v1/admin/config").status_code == 404
+            assert c.get("/admin/v1/health/detailed").status_code == 404
+            assert c.get("/no/such/path").status_code == 404
+    finally:
+        assert inst.stop() == 0
+
+
+def test_metrics_429_after_ten_failures(pg: PgCluster, workdir: Path) -> None:
+    token = "m-" + secrets.token_urlsafe(20)
+    inst = start_standin(workdir, "brute", BASE_CONFIG + "metrics_enabled = true\n",
+                         {"DATABASE_URL": pg.dsn, "FRAISEQL_METRICS_TOKEN": token})
+    try:
+        with httpx.Client(base_url=inst.url, timeout=10) as c:
+            codes = [c.get("/metrics", headers=bearer(f"guess-{i}")).status_code
+                     for i in range(10)]
+            assert codes == [403] * 9 + [429]
+            # Blocked for the rest of the window, even with the right token.
+            assert c.get("/metrics", headers=bearer(token)).status_code == 429
+    finally:
+        assert inst.stop() == 0
+
+
+# ---- admin -------------------------------------------------------------------------------
+
+
+def test_admin_endpoints_need_admin_token(client: httpx.Client) -> None:
+    gets = ["/admin/v1/health/detailed", "/admin/v1/metrics/summary",
+            "/api/v1/admin/cache/stats", "/api/v1/admin/config"]
+    for path in gets:
+        assert client.get(path).status_code == 401, path
+        assert client.get(path, headers=bearer(METRICS_TOKEN)).status_code == 403, path
+        assert client.get(path, headers=bearer(ADMIN_TOKEN)).status_code == 200, path
+    detailed = client.get(gets[0], headers=bearer(ADMIN_TOKEN)).json()
+    assert list(detailed) == ["uptime_secs", "version", "pool_active", "pool_idle", "pool_max",
+                              "cache_hit_rate", "cache_entries"]
+    summary = client.get(gets[1], headers=bearer(ADMIN_TOKEN)).json()
+    assert set(summary) == {"latency", "errors", "pool", "cache", "subscriptions"}
+    config = client.get("/api/v1/admin/config", headers=bearer(ADMIN_TOKEN))
+    assert config.json()["status"] == "success"
+    assert METRICS_TOKEN not in config.text and ADMIN_TOKEN not in config.text
+    assert config.json()["data"]["config"]["admin_token"] == "[REDACTED]"
+    assert client.post("/api/v1/admin/cache/clear", json={"scope": "all"}).status_code == 401
+    cleared = client.post("/api/v1/admin/cache/clear", json={"scope": "all"},
+                          headers=bearer(ADMIN_TOKEN))
+    assert cleared.json()["data"]["success"] is True
+    missing = client.post("/api/v1/admin/reload-schema",
+                          json={"schema_path": "/nonexistent.json", "validate_only": False},
+                          headers=bearer(ADMIN_TOKEN))
+    assert missing.status_code == 400 and missing.json()["code"] == "PARSE_ERROR"
+
+
+# ---- startup refusals --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("config", "needle"),
+    [
+        ("[server]\nhost = \"0.0.0.0\"\nport = 8000\n", "[server]"),
+        ("listen_addr = \"0.0.0.0:4000\"\n", "listen_addr"),
+        ("cors_enabled = false\nmetrics_enabled = true\n", "metrics_token is not set"),
+    ],
+)
+def test_bad_config_refused(workdir: Path, config: str, needle: str) -> None:
+    cfg = workdir / "bad.toml"
+    cfg.write_text(config, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "fraiseql_rb.sandbox.standin", "--config", str(cfg)],
+        env=_clean_env(), capture_output=True, text=True, timeout=30, cwd=workdir)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]
+
+
+# ---- TLS ---------------------------------------------------------------------------------
+
+
+def _write_cert(directory: Path, common_name: str) -> tuple[Path, Path]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import NameOID
+
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+    now = dt.datetime.now(dt.UTC)
+    import ipaddress
+
+    cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(minutes=1))
+            .not_valid_after(now + dt.timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName(
+                [x509.IPAddress(ipaddress.ip_address("127.0.0.1"))]), critical=False)
+            .sign(key, hashes.SHA256()))
+    cert_path, key_path = directory / "cert.pem", directory / "key.pem"
+    key_path.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    return cert_path, key_path
+
+
+def test_tls_serves_and_swaps_certificate(pg: PgCluster, workdir: Path) -> None:
+    tls_dir = workdir / "tls"
+    tls_dir.mkdir()
+    cert, key = _write_cert(tls_dir, "standin-one")
+    config = BASE_CONFIG + (f'[tls]\nenabled = true\ncert_path = "{cert}"\n'
+                            f'key_path = "{key}"\nmin_version = "1.2"\n')
+    inst = start_standin(workdir, "tls", config, {"DATABASE_URL": pg.dsn}, scheme="https")
+    try:
+        ctx = ssl.create_default_context(cafile=str(cert))
+        with httpx.Client(base_url=inst.url, verify=ctx, timeout=10) as c:
+            assert c.get("/readiness").status_code == 200
+        port = int(inst.url.rsplit(":", 1)[1])
+        first = ssl.get_server_certificate(("127.0.0.1", port))
+        time.sleep(1.1)
+        _write_cert(tls_dir, "standin-two")
+        assert wait_for(lambda: ssl.get_server_certificate(("127.0.0.1", port)) != first, 5)
+    finally:
+        assert inst.stop() == 0
+
+
+# ---- faults and database outage ----------------------------------------------------------
+
+
+def test_error_spike_fault(server: Standin, client: httpx.Client) -> None:
+    faults = server.state_dir / "faults.json"
+    faults.write_text(json.dumps({"error-spike": {"operation": "posts"}}), encoding="utf-8")
+    try:
+        _, before = scrape(client)
+        resp = gql(client, "{ posts(limit: 1) { id } }")
+        assert resp.status_code == 500
+        assert resp.json()["errors"][0]["code"] == "DATABASE_ERROR"
+        assert gql(client, "{ users(limit: 2) { id } }").status_code == 200
+        _, after = scrape(client)
+        key = ("fraiseql_query_errors_total", (("operation", "posts"),))
+        assert after[key] - before.get(key, 0.0) == 1
+    finally:
+        faults.unlink()
+    assert gql(client, "{ posts(limit: 1) { id } }").status_code == 200
+
+
+def test_memory_leak_fault(server: Standin, client: httpx.Client) -> None:
+    def rss_kib() -> int:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1))  # type: ignore[union-attr]
+
+    faults = server.state_dir / "faults.json"
+    start = rss_kib()
+    faults.write_text(json.dumps({"memory-leak": {"bytes_per_request": 4 * 1024 * 1024}}))
+    try:
+        for _ in range(10):
+            client.get("/readiness")
+        assert rss_kib() - start > 30 * 1024
+    finally:
+        faults.unlink()
+    client.get("/readiness")
+
+
+def test_database_outage_and_recovery(pg: PgCluster, client: httpx.Client) -> None:
+    pg.stop()
+    try:
+        t0 = time.monotonic()
+        resp = client.get("/health")
+        while resp.status_code != 503 and time.monotonic() - t0 < 5:
+            resp = client.get("/health")
+        assert resp.status_code == 503
+        assert time.monotonic() - t0 < 5
+        body = resp.json()
+        assert body["status"] == "unhealthy" and body["database"]["connected"] is False
+        assert client.get("/readiness").json()["status"] == "not_ready"
+        failed = gql(client, "{ users(limit: 4) { email } }")
+        assert failed.status_code == 500
+        assert failed.json()["errors"][0]["code"] == "DATABASE_ERROR"
+    finally:
+        pg.start()
+    assert wait_for(lambda: client.get("/health").status_code == 200, 15)
+    assert gql(client, "{ users(limit: 4) { email } }").status_code == 200
+
+
+def test_no_secret_in_log(server: Standin, client: httpx.Client) -> None:
+    client.get("/metrics", headers=bearer(METRICS_TOKEN))
+    client.get("/api/v1/admin/config", headers=bearer(ADMIN_TOKEN))
+    text = server.log_text()
+    assert "path=/metrics status=200" in text
+    for token in server.secrets:
+        assert token not in text
+    assert "Authorization" not in text and "Bearer" not in text
