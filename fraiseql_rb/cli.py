@@ -57,6 +57,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def cmd_validate_config(args: argparse.Namespace) -> int:
+    from . import config
+
+    return config.main_validate(args.file, max_connections=args.max_connections,
+                                instances=args.instances)
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import manager
 
@@ -111,6 +118,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--output-dir", default=str(paths.DEFAULT_OUTPUT_DIR),
                    help="where dated artifacts go (default: ./reports)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("validate-config", help="validate a FraiseQL config file (runbook "
+                       "§1.2 format, v2 server config or fraiseql.toml)")
+    p.add_argument("file", help="the config file")
+    p.add_argument("--max-connections", type=int,
+                   help="PostgreSQL max_connections, to check the pool size against")
+    p.add_argument("--instances", type=int, default=1,
+                   help="instances sharing the database (default 1)")
+    p.set_defaults(func=cmd_validate_config)
 
     p = sub.add_parser("sandbox", help="the local drill environment")
     p.add_argument("--dir", help=f"sandbox directory (default: {paths.sandbox_dir()})")

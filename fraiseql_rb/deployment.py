@@ -3,13 +3,11 @@ schema, and their pools together within PostgreSQL's max_connections."""
 
 from __future__ import annotations
 
-import tomllib
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from . import postgres, thresholds
+from . import config, postgres, thresholds
 from .context import RunContext, check
 from .findings import Finding, Status
 from .service import client, health_verdict, probe
@@ -77,23 +75,6 @@ def check_consistency(ctx: RunContext, table: pd.DataFrame) -> Finding:
                       + (f", schema {hashes[0][:12]}…" if hashes else ""), evidence)
 
 
-def configured_pool_max(config_path: str | None) -> tuple[int | None, str]:
-    """Pool size from a config file in any of the three formats the reference describes."""
-    if not config_path or not Path(config_path).is_file():
-        return None, "no config file"
-    try:
-        data = tomllib.loads(Path(config_path).read_text())
-    except (tomllib.TOMLDecodeError, OSError):
-        return None, "config file unreadable"
-    if isinstance(data.get("pool_max_size"), int):
-        return data["pool_max_size"], "pool_max_size in the v2 server config"
-    database = data.get("database") if isinstance(data.get("database"), dict) else {}
-    for key in ("pool_max", "pool_size"):
-        if isinstance(database.get(key), int):
-            return database[key], f"[database] {key} in {Path(config_path).name}"
-    return None, "config file names no pool size"
-
-
 @check("database.pool_capacity")
 def check_pool_capacity(ctx: RunContext, table: pd.DataFrame,
                         warning_fraction: float = thresholds.POOL_OF_MAX_CONNECTIONS.warning
@@ -101,7 +82,7 @@ def check_pool_capacity(ctx: RunContext, table: pd.DataFrame,
     """Σ pool_max over instances against max_connections less the superuser reserve."""
     info = postgres.server_info(ctx.target.database_url())
     available = info.max_connections - info.reserved_connections
-    from_config, config_source = configured_pool_max(ctx.target.get("config_path"))
+    from_config, config_source = config.pool_max(ctx.target.get("config_path"))
     sizes, sources = [], []
     for row in table.itertuples():
         if pd.notna(row.pool_max):

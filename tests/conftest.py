@@ -29,10 +29,10 @@ class LiveSandbox:
     inventory: Path
     reports: Path
 
-    def cli(self, *args: str, check: bool = False,
-            timeout: float = 300) -> subprocess.CompletedProcess[str]:
+    def cli(self, *args: str, check: bool = False, timeout: float = 300,
+            env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
         """Run `fraiseql-rb` as a user would, against this sandbox's inventory."""
-        env = {**os.environ, "FRAISEQL_RB_INVENTORY": str(self.inventory)}
+        env = {**os.environ, "FRAISEQL_RB_INVENTORY": str(self.inventory), **(env or {})}
         return subprocess.run([sys.executable, "-m", "fraiseql_rb", *args], env=env,
                               capture_output=True, text=True, timeout=timeout, check=check)
 

@@ -1,8 +1,10 @@
 """The stand-in FraiseQL v2 server, run as a process against a real, throwaway PostgreSQL.
 
-One module-scoped cluster (initdb/pg_ctl as the ``postgres`` OS user, on a free port; the system
-PostgreSQL is never touched) and one main stand-in instance serve most tests; tests that need a
-differently configured server start their own short-lived instance.
+The database is the shared session cluster ``pg_cluster`` from tests/pg_fixtures.py (the real
+sandbox schema, so v_user/v_post; reached as ``fraiseql_user`` with SCRAM over TLS), which these
+tests only read. One main stand-in instance serves most tests; tests that need a differently
+configured server start their own short-lived instance. The database outage test stops and
+restarts PostgreSQL, so it gets a cluster of its own from ``make_cluster`` and its own stand-in.
 """
 
 from __future__ import annotations
@@ -20,94 +22,21 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import httpx
-import psycopg
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from fraiseql_rb.sandbox.cluster import APP_USER, Cluster, free_port
+
+if TYPE_CHECKING:
+    from pg_fixtures import PgPasswords
+
 REPO = Path(__file__).resolve().parents[1]
-PG_BIN = Path(os.environ.get("FRAISEQL_RB_PG_BIN", "/usr/lib/postgresql/15/bin"))
-
-pytestmark = pytest.mark.skipif(
-    not (PG_BIN / "initdb").exists() or not hasattr(os, "geteuid") or os.geteuid() != 0,
-    reason="needs PostgreSQL server binaries and root (to run them as the postgres user)",
-)
-
-SCHEMA_SQL = """
-CREATE TABLE tb_user (pk_user int PRIMARY KEY, id uuid NOT NULL, name text NOT NULL,
-                      email text NOT NULL);
-CREATE TABLE tb_post (pk_post int PRIMARY KEY, id uuid NOT NULL, fk_user int NOT NULL,
-                      title text NOT NULL);
-INSERT INTO tb_user SELECT n, md5('user-' || n)::uuid, 'User ' || n, 'user' || n || '@ex.com'
-FROM generate_series(1, 5) AS n;
-INSERT INTO tb_post SELECT n, md5('post-' || n)::uuid, 1 + n % 5, 'Post ' || n
-FROM generate_series(1, 8) AS n;
-CREATE VIEW v_user AS SELECT id, jsonb_build_object('id', id, 'name', name, 'email', email,
-                                                     'createdAt', '2026-01-01') AS data
-FROM tb_user;
-CREATE VIEW v_post AS
-SELECT p.id, jsonb_build_object('id', p.id, 'title', p.title, 'body', 'b',
-                                'author', jsonb_build_object('id', u.id, 'name', u.name)) AS data
-FROM tb_post p JOIN tb_user u ON u.pk_user = p.fk_user;
-"""
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-@dataclass
-class PgCluster:
-    """A disposable cluster owned by the postgres OS user."""
-
-    root: Path
-    port: int
-
-    @property
-    def dsn(self) -> str:
-        return f"postgresql://postgres@127.0.0.1:{self.port}/fraiseql"
-
-    def _ctl(self, *args: str) -> None:
-        subprocess.run([str(PG_BIN / "pg_ctl"), "-D", str(self.root / "data"), *args],
-                       user="postgres", cwd=self.root, check=True, capture_output=True,
-                       timeout=60)
-
-    def start(self) -> None:
-        self._ctl("-l", str(self.root / "pg.log"), "-w", "-t", "30", "-o",
-                  f"-p {self.port} -k {self.root} -c listen_addresses=127.0.0.1 -c fsync=off",
-                  "start")
-
-    def stop(self) -> None:
-        self._ctl("-m", "fast", "-w", "-t", "30", "stop")
-
-
-@pytest.fixture(scope="module")
-def pg() -> Iterator[PgCluster]:
-    """One throwaway cluster with a `fraiseql` database holding tiny v_user/v_post views."""
-    root = Path(tempfile.mkdtemp(prefix="standin-pg-"))
-    shutil.chown(root, "postgres", "postgres")
-    cluster = PgCluster(root, _free_port())
-    subprocess.run([str(PG_BIN / "initdb"), "-D", str(root / "data"), "-A", "trust", "-U",
-                    "postgres", "-E", "UTF8", "--locale=C", "--no-sync"],
-                   user="postgres", cwd=root, check=True, capture_output=True, timeout=120)
-    cluster.start()
-    try:
-        admin = f"postgresql://postgres@127.0.0.1:{cluster.port}/postgres"
-        with psycopg.connect(admin, autocommit=True) as conn:
-            conn.execute("CREATE DATABASE fraiseql")
-        with psycopg.connect(cluster.dsn, autocommit=True) as conn:
-            conn.execute(SCHEMA_SQL)
-        yield cluster
-    finally:
-        subprocess.run([str(PG_BIN / "pg_ctl"), "-D", str(root / "data"), "-m", "immediate",
-                        "stop"], user="postgres", cwd=root, capture_output=True, timeout=60)
-        shutil.rmtree(root, ignore_errors=True)
 
 
 @dataclass
@@ -138,7 +67,7 @@ def _clean_env() -> dict[str, str]:
 
 def start_standin(workdir: Path, name: str, config: str, env: dict[str, str],
                   scheme: str = "http") -> Standin:
-    port = _free_port()
+    port = free_port()
     cfg = workdir / f"{name}.toml"
     cfg.write_text(config, encoding="utf-8")
     state = workdir / f"{name}-state"
@@ -183,11 +112,11 @@ def workdir() -> Iterator[Path]:
 
 
 @pytest.fixture(scope="module")
-def server(pg: PgCluster, workdir: Path) -> Iterator[Standin]:
+def server(pg_app_dsn: str, workdir: Path) -> Iterator[Standin]:
     """The main instance: metrics and admin API on, secrets passed only through the env."""
     inst = start_standin(
         workdir, "main", BASE_CONFIG + "metrics_enabled = true\nadmin_api_enabled = true\n",
-        {"DATABASE_URL": pg.dsn, "FRAISEQL_METRICS_TOKEN": METRICS_TOKEN,
+        {"DATABASE_URL": pg_app_dsn, "FRAISEQL_METRICS_TOKEN": METRICS_TOKEN,
          "FRAISEQL_ADMIN_TOKEN": ADMIN_TOKEN})
     yield inst
     assert inst.stop() == 0
@@ -353,8 +282,8 @@ def test_metrics_names_types_and_movement(client: httpx.Client) -> None:
                         "pool_requests_waiting"]
 
 
-def test_metrics_and_admin_404_without_tokens(pg: PgCluster, workdir: Path) -> None:
-    inst = start_standin(workdir, "bare", BASE_CONFIG, {"DATABASE_URL": pg.dsn})
+def test_metrics_and_admin_404_without_tokens(pg_app_dsn: str, workdir: Path) -> None:
+    inst = start_standin(workdir, "bare", BASE_CONFIG, {"DATABASE_URL": pg_app_dsn})
     try:
         with httpx.Client(base_url=inst.url, timeout=10) as c:
             assert c.get("/metrics", headers=bearer(METRICS_TOKEN)).status_code == 404
@@ -366,10 +295,10 @@ def test_metrics_and_admin_404_without_tokens(pg: PgCluster, workdir: Path) -> N
         assert inst.stop() == 0
 
 
-def test_metrics_429_after_ten_failures(pg: PgCluster, workdir: Path) -> None:
+def test_metrics_429_after_ten_failures(pg_app_dsn: str, workdir: Path) -> None:
     token = "m-" + secrets.token_urlsafe(20)
     inst = start_standin(workdir, "brute", BASE_CONFIG + "metrics_enabled = true\n",
-                         {"DATABASE_URL": pg.dsn, "FRAISEQL_METRICS_TOKEN": token})
+                         {"DATABASE_URL": pg_app_dsn, "FRAISEQL_METRICS_TOKEN": token})
     try:
         with httpx.Client(base_url=inst.url, timeout=10) as c:
             codes = [c.get("/metrics", headers=bearer(f"guess-{i}")).status_code
@@ -461,13 +390,13 @@ def _write_cert(directory: Path, common_name: str) -> tuple[Path, Path]:
     return cert_path, key_path
 
 
-def test_tls_serves_and_swaps_certificate(pg: PgCluster, workdir: Path) -> None:
+def test_tls_serves_and_swaps_certificate(pg_app_dsn: str, workdir: Path) -> None:
     tls_dir = workdir / "tls"
     tls_dir.mkdir()
     cert, key = _write_cert(tls_dir, "standin-one")
     config = BASE_CONFIG + (f'[tls]\nenabled = true\ncert_path = "{cert}"\n'
                             f'key_path = "{key}"\nmin_version = "1.2"\n')
-    inst = start_standin(workdir, "tls", config, {"DATABASE_URL": pg.dsn}, scheme="https")
+    inst = start_standin(workdir, "tls", config, {"DATABASE_URL": pg_app_dsn}, scheme="https")
     try:
         ctx = ssl.create_default_context(cafile=str(cert))
         with httpx.Client(base_url=inst.url, verify=ctx, timeout=10) as c:
@@ -518,25 +447,37 @@ def test_memory_leak_fault(server: Standin, client: httpx.Client) -> None:
     client.get("/readiness")
 
 
-def test_database_outage_and_recovery(pg: PgCluster, client: httpx.Client) -> None:
-    pg.stop()
+def test_database_outage_and_recovery(make_cluster: Callable[..., Cluster],
+                                      pg_passwords: PgPasswords, workdir: Path) -> None:
+    pg = make_cluster(provision=True, audit_events=100)  # its own: this test stops PostgreSQL
+    inst = start_standin(workdir, "outage", BASE_CONFIG,
+                         {"DATABASE_URL": pg.dsn(APP_USER, pg_passwords.app)})
     try:
-        t0 = time.monotonic()
-        resp = client.get("/health")
-        while resp.status_code != 503 and time.monotonic() - t0 < 5:
-            resp = client.get("/health")
-        assert resp.status_code == 503
-        assert time.monotonic() - t0 < 5
-        body = resp.json()
-        assert body["status"] == "unhealthy" and body["database"]["connected"] is False
-        assert client.get("/readiness").json()["status"] == "not_ready"
-        failed = gql(client, "{ users(limit: 4) { email } }")
-        assert failed.status_code == 500
-        assert failed.json()["errors"][0]["code"] == "DATABASE_ERROR"
+        with httpx.Client(base_url=inst.url, timeout=10) as client:
+            # a healthy server with live pool connections first, as the main instance would be
+            assert wait_for(lambda: client.get("/health").status_code == 200, 10)
+            # (not the query asserted below, which would then be answered from the cache)
+            assert gql(client, "{ users(limit: 1) { id } }").status_code == 200
+            pg.stop()
+            try:
+                t0 = time.monotonic()
+                resp = client.get("/health")
+                while resp.status_code != 503 and time.monotonic() - t0 < 5:
+                    resp = client.get("/health")
+                assert resp.status_code == 503
+                assert time.monotonic() - t0 < 5
+                body = resp.json()
+                assert body["status"] == "unhealthy" and body["database"]["connected"] is False
+                assert client.get("/readiness").json()["status"] == "not_ready"
+                failed = gql(client, "{ users(limit: 4) { email } }")
+                assert failed.status_code == 500
+                assert failed.json()["errors"][0]["code"] == "DATABASE_ERROR"
+            finally:
+                pg.start()
+            assert wait_for(lambda: client.get("/health").status_code == 200, 15)
+            assert gql(client, "{ users(limit: 4) { email } }").status_code == 200
     finally:
-        pg.start()
-    assert wait_for(lambda: client.get("/health").status_code == 200, 15)
-    assert gql(client, "{ users(limit: 4) { email } }").status_code == 200
+        assert inst.stop() == 0
 
 
 def test_no_secret_in_log(server: Standin, client: httpx.Client) -> None:

@@ -1,0 +1,46 @@
+"""A stand-in FraiseQL v2 server for the drill sandbox.
+
+The real server (Rust, ``fraiseql-server``) cannot be installed here, so the sandbox runs this
+process instead. It speaks the v2 operational surface as the server's source defines it, so the
+runbook library is exercised against the same paths, JSON shapes, status codes, metric names and
+config keys it will meet in production:
+
+    python -m fraiseql_rb.sandbox.standin --config server.toml [--state-dir DIR]
+
+Facts were confirmed against the public repository fraiseql/fraiseql, under
+``crates/fraiseql-server/src/``: ``routes/health.rs`` (health/readiness JSON), ``routes/metrics.rs``
+and ``metrics_server.rs`` (exposition, names, TYPEs, buckets, /metrics/json),
+``middleware/auth.rs`` (bearer auth, 401/403/429 limiter), ``middleware/metrics.rs`` (HTTP
+counters), ``middleware/content_type.rs`` (415), ``error.rs`` (GraphQL error JSON and status
+codes), ``routes/graphql/handler.rs`` and ``handler/stages.rs`` (pipeline, metric accounting,
+introspection policy), ``routes/api/admin.rs`` and ``routes/api/types.rs`` (admin API),
+``server_config/mod.rs`` and ``server_config/methods.rs`` (keys, defaults, refusals, validate);
+and ``crates/fraiseql-core`` ``IntrospectionEnforcer`` (the introspection messages). Each module
+names the files it mirrors. Behaviour is re-implemented, not copied; where the stand-in is
+deliberately simpler than the real server the docstring says so.
+
+``--state-dir DIR`` is where the sandbox drops fault flags: ``DIR/faults.json`` such as
+``{"error-spike": {"operation": "posts"}, "memory-leak": {"bytes_per_request": 1048576}}``.
+
+Modules, in dependency order (each imports only those above it):
+
+- ``config``: the server config TOML, env overrides and validation (``Settings``).
+- ``metrics``: counters and histograms, the Prometheus text and ``/metrics/json``.
+- ``graphql_parser``: the GraphQL document parser (``parse_document``).
+- ``schema``: the served schema (built-in v_user/v_post, or a compiled schema file).
+- ``guard``: the ``Response`` routes return, and the bearer-token guard with its 429 limiter.
+- ``faults``: fault flags read from ``STATE_DIR/faults.json``.
+- ``database``: the connection pool and the database liveness probe.
+- ``app``: routes, the GraphQL pipeline, the query cache and the admin API (``App``).
+- ``server``: the threading HTTP(S) server, TLS certificate hot-swap, the request handler.
+- ``logs``: log format and throttling.
+- ``cli``: ``main()``, the command line and process lifecycle; ``__main__`` calls it.
+"""
+
+from __future__ import annotations
+
+from .app import VERSION, App
+from .cli import main
+from .config import ConfigError, Settings, load_settings
+
+__all__ = ["VERSION", "App", "ConfigError", "Settings", "load_settings", "main"]
