@@ -1320,6 +1320,25 @@ def validate(doc: ConfigDocument, *, environ: Mapping[str, str] | None = None,
                          reserved_connections=reserved_connections, instances=instances)
 
 
+def settings_by_role(path: str | Path) -> dict[str, Any]:
+    """The values a file sets, by role (`bind`, `tls_cert`, `tls_key`, `tls_min_version`,
+    `pool_max`, ...), whatever its format: so other checks (TLS files, say) need not know
+    the three layouts. Relative paths are resolved from the file's directory."""
+    doc = load(path)
+    if doc.error is not None:
+        return {}
+    table = TABLES[detect(doc.data).format]
+    found: dict[str, Any] = {}
+    for key in table.values():
+        if key.role:
+            present, value = _get(doc.data, key.path)
+            if present:
+                if key.kind == "path" and isinstance(value, str) and not Path(value).is_absolute():
+                    value = str(doc.path.parent / value)
+                found[key.role] = value
+    return found
+
+
 def pool_max(path: str | Path | None) -> tuple[int | None, str]:
     """The configured pool maximum and where it came from, in any of the three formats.
 

@@ -57,3 +57,5 @@ TLS_MIN_VERSION = "TLSv1.2"
 # Smallest keys current TLS clients accept (OpenSSL security level 2, CA/Browser Forum).
 RSA_MIN_BITS = 2048
 EC_MIN_BITS = 256
+# §5.1 "Full backup (daily, 02:00 UTC)": a day plus slack for a slow dump.
+BACKUP_MAX_AGE_HOURS = 26.0

@@ -192,13 +192,19 @@ def ensure_ca(certs_dir: Path, *, days: int = 3650) -> TlsFiles:
 
 
 def issue_server_cert(
-    certs_dir: Path, *, days: int = 365, not_before: dt.datetime | None = None
+    certs_dir: Path, *, days: float = 365, not_before: dt.datetime | None = None,
+    out_dir: Path | None = None,
 ) -> TlsFiles:
     """(Re)issue server.crt/server.key for localhost and 127.0.0.1, signed by the sandbox CA.
 
     ``not_before`` in the past with a small ``days`` makes an expired certificate for drills.
+    ``out_dir`` writes the pair elsewhere (the stand-in's own certificate), same CA.
     """
-    files = ensure_ca(certs_dir)
+    ca_files = ensure_ca(certs_dir)
+    files = ca_files if out_dir is None else TlsFiles(
+        ca_files.ca_cert, ca_files.ca_key, out_dir / "server.crt", out_dir / "server.key")
+    if out_dir is not None:
+        out_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     ca_key = serialization.load_pem_private_key(files.ca_key.read_bytes(), password=None)
     ca_cert = x509.load_pem_x509_certificate(files.ca_cert.read_bytes())
     if not isinstance(ca_key, ec.EllipticCurvePrivateKey):

@@ -13,6 +13,7 @@ Layout of a sandbox directory (besides the cluster's own, see `cluster`):
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import secrets as pysecrets
@@ -28,7 +29,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import psycopg
 import redis
+from psycopg import sql
 
 from .. import secrets
 from ..errors import RunbookError, UsageError
@@ -96,6 +99,14 @@ class Sandbox:
         return self.server_dir / "fraiseql-server.toml"
 
     @property
+    def server_certs(self) -> Path:
+        return self.server_dir / "certs"
+
+    @property
+    def ca_cert(self) -> Path:
+        return self.cluster.tls.ca_cert
+
+    @property
     def server_log(self) -> Path:
         return self.root / "logs" / "fraiseql-server.log"
 
@@ -105,7 +116,7 @@ class Sandbox:
 
     @property
     def server_url(self) -> str:
-        return f"http://127.0.0.1:{self.state['server_port']}"
+        return f"https://127.0.0.1:{self.state['server_port']}"
 
     def secret(self, name: str) -> str:
         value = (self.secrets_dir / name).read_text().strip()
@@ -135,7 +146,8 @@ def _cli_command(sb: Sandbox, *args: str) -> str:
     return " ".join(shlex.quote(w) for w in words)
 
 
-def write_server_config(sb: Sandbox, overrides: dict[str, Any] | None = None) -> None:
+def write_server_config(sb: Sandbox, overrides: dict[str, Any] | None = None,
+                        tables: dict[str, dict[str, Any]] | None = None) -> None:
     """The stand-in's config in the real v2 format: top-level keys, no secrets in the file."""
     settings: dict[str, Any] = {
         "bind_addr": f"127.0.0.1:{sb.state['server_port']}",
@@ -151,11 +163,27 @@ def write_server_config(sb: Sandbox, overrides: dict[str, Any] | None = None) ->
         "request_timeout_secs": 30,
         **(overrides or {}),
     }
+    sections: dict[str, dict[str, Any]] = {
+        "tls": {"enabled": True, "cert_path": str(sb.server_certs / "server.crt"),
+                "key_path": str(sb.server_certs / "server.key"), "min_version": "1.2"},
+        "rate_limiting": {"enabled": True, "rps_per_ip": 100, "rps_per_user": 1000,
+                          "burst_size": 500},
+    }
+    for name, values in (tables or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
     lines = ["# FraiseQL v2 server config for the drill sandbox (secrets come from the env)"]
-    for key, value in settings.items():
-        lines.append(f"{key} = {json.dumps(value)}")
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
     sb.server_dir.mkdir(parents=True, exist_ok=True)
     sb.server_config.write_text("\n".join(lines) + "\n")
+
+
+def issue_server_certificate(sb: Sandbox, days: float = 365) -> None:
+    """The stand-in's own certificate, from the sandbox CA; the server picks up a new one
+    without a restart, as a certificate renewal in production would be."""
+    pgcluster.issue_server_cert(sb.cluster.certs_dir, days=days, out_dir=sb.server_certs)
 
 
 def write_inventory(sb: Sandbox) -> None:
@@ -172,7 +200,7 @@ def write_inventory(sb: Sandbox) -> None:
         "config_path": str(sb.server_config),
         "backup_dir": str(sb.cluster.backup_dir),
         "wal_archive_dir": str(sb.cluster.wal_archive_dir),
-        "ca_bundle": str(sb.cluster.tls.ca_cert),
+        "ca_bundle": str(sb.ca_cert),
         **({"redis_url": f"redis://127.0.0.1:{sb.state['redis_port']}/0",
             "redis_password_file": "secrets/redis_password"}
            if sb.state.get("redis_port") else {}),
@@ -237,7 +265,8 @@ def _wait_for_server(sb: Sandbox, proc: subprocess.Popen[bytes] | None = None) -
             raise SandboxError(f"the stand-in server exited ({proc.returncode}); "
                                f"see {sb.server_log}")
         try:
-            if httpx.get(f"{sb.server_url}/health", timeout=2).status_code in (200, 503):
+            response = httpx.get(f"{sb.server_url}/health", timeout=2, verify=str(sb.ca_cert))
+            if response.status_code in (200, 503):
                 return
         except httpx.HTTPError:
             pass
@@ -435,6 +464,7 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float])
     _step(timings, "WAL archiving", lambda: cl.wait_archived(timeout=30))
     if sb.state["redis_port"]:
         _step(timings, "redis", lambda: start_redis(sb))
+    issue_server_certificate(sb)
     write_server_config(sb)
     write_inventory(sb)
     _step(timings, "stand-in server", lambda: start_server(sb))
@@ -522,10 +552,75 @@ def _server_start(sb: Sandbox) -> None:
     start_server(sb)
 
 
+def _restart_server(sb: Sandbox) -> None:
+    stop_server(sb)
+    start_server(sb)
+
+
+def _config_insecure(sb: Sandbox) -> None:
+    """What §1.2 warns against: bound to every interface, introspection open to anyone,
+    no rate limiting. The server still answers on 127.0.0.1."""
+    write_server_config(
+        sb, {"bind_addr": f"0.0.0.0:{sb.state['server_port']}", "introspection_enabled": True,
+             "introspection_require_auth": False},
+        {"rate_limiting": {"enabled": False}})
+    _restart_server(sb)
+
+
+def _config_secure(sb: Sandbox) -> None:
+    write_server_config(sb)
+    _restart_server(sb)
+
+
+def _set_app_password(conn: psycopg.Connection[Any], password: str, algorithm: str) -> None:
+    """Store the app role's password with `algorithm`, sending only a verifier (a hash)."""
+    user = pgcluster.APP_USER
+    if algorithm == "md5":
+        verifier = "md5" + hashlib.md5((password + user).encode()).hexdigest()  # noqa: S324
+    else:
+        verifier = conn.pgconn.encrypt_password(password.encode(), user.encode(),
+                                                b"scram-sha-256").decode()
+    with contextlib.suppress(psycopg.Error):
+        conn.execute("SET pg_stat_statements.track_utility = off")
+    conn.execute(sql.SQL("ALTER ROLE {} PASSWORD {}").format(sql.Identifier(user),
+                                                            sql.Literal(verifier)))
+
+
+MD5_HOST_RULES = [rule.replace("scram-sha-256", "md5") for rule in pgcluster.DEFAULT_HOST_RULES]
+
+
+def _scram_off(sb: Sandbox) -> None:
+    """A cluster still on MD5: password_encryption md5, md5 host lines, an md5 password.
+    md5 host lines accept both kinds of stored password, so the service keeps working."""
+    cl = sb.cluster
+    cl.write_hba(MD5_HOST_RULES)
+    with cl.connect() as conn:
+        conn.execute("ALTER SYSTEM SET password_encryption = 'md5'")
+        _set_app_password(conn, sb.secret("database_password"), "md5")
+    cl.reload()
+
+
+def _scram_on(sb: Sandbox) -> None:
+    cl = sb.cluster
+    with cl.connect() as conn:
+        conn.execute("ALTER SYSTEM RESET password_encryption")
+        _set_app_password(conn, sb.secret("database_password"), "scram-sha-256")
+    cl.write_hba(None)
+    cl.reload()
+
+
 FAULTS: dict[str, Fault] = {
     "db-down": Fault("PostgreSQL stopped (pg_ctl stop -m fast)", _db_down, _db_up),
     "server-down": Fault("the FraiseQL server process killed (SIGKILL)", _server_crash,
                          _server_start),
+    "config-insecure": Fault("server config rewritten: bind 0.0.0.0, introspection open, "
+                             "rate limiting off; server restarted", _config_insecure,
+                             _config_secure),
+    "cert-expiring": Fault("the server's TLS certificate replaced by one expiring in 5 days",
+                           lambda sb: issue_server_certificate(sb, days=5),
+                           lambda sb: issue_server_certificate(sb)),
+    "scram-off": Fault("password_encryption md5, md5 pg_hba host lines, the app role's "
+                       "password stored as md5", _scram_off, _scram_on),
 }
 
 

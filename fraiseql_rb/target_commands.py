@@ -1,0 +1,69 @@
+"""The inventory's `status_command`, `logs_command` and `restart_command`, run with timeouts.
+
+They are the target's own words for systemctl/docker/kubectl, so we run them through the
+shell exactly as written, and mask their output before anyone sees it: a log line can carry
+a token.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import time
+from dataclasses import dataclass
+
+from . import secrets
+from .context import RunContext, check
+from .findings import Finding, Status
+
+COMMAND_TIMEOUT_S = 60.0
+
+
+@dataclass(frozen=True)
+class CommandResult:
+    command: str
+    returncode: int | None  # None: it timed out
+    stdout: str
+    stderr: str
+    elapsed_s: float
+
+    @property
+    def ok(self) -> bool:
+        return self.returncode == 0
+
+
+def run(ctx: RunContext, key: str, timeout_s: float = COMMAND_TIMEOUT_S) -> CommandResult:
+    """Run the target's `key` command (e.g. "logs_command"); output masked."""
+    command = str(ctx.target.require(key))
+    began = time.monotonic()
+    try:
+        done = subprocess.run(command, shell=True, capture_output=True, text=True,
+                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+    except subprocess.TimeoutExpired as exc:
+        out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
+        return CommandResult(command, None, secrets.mask(out), "timed out",
+                             round(time.monotonic() - began, 2))
+    return CommandResult(command, done.returncode, secrets.mask(done.stdout),
+                         secrets.mask(done.stderr), round(time.monotonic() - began, 2))
+
+
+@check("service.logs")
+def check_logs_command(ctx: RunContext, lines: int = 20) -> Finding:
+    """The logs are readable where the inventory says (§4.2 "docker logs fraiseql")."""
+    if not ctx.target.get("logs_command"):
+        return ctx.record("service.logs", Status.UNKNOWN,
+                          "the target has no logs_command, so its logs cannot be read "
+                          "from here", {}, "add logs_command (e.g. journalctl -u fraiseql)")
+    result = run(ctx, "logs_command")
+    tail = result.stdout.splitlines()[-lines:]
+    evidence = {"command": result.command, "returncode": result.returncode,
+                "lines": len(result.stdout.splitlines()), "last_lines": tail}
+    if not result.ok:
+        return ctx.record("service.logs", Status.WARNING,
+                          f"logs_command failed ({result.returncode}): "
+                          f"{(result.stderr.strip().splitlines() or [''])[-1]}", evidence,
+                          "fix logs_command in the inventory")
+    if not tail:
+        return ctx.record("service.logs", Status.WARNING, "logs_command printed nothing",
+                          evidence, "check that the service logs where logs_command reads")
+    return ctx.record("service.logs", Status.OK,
+                      f"logs readable: {len(result.stdout.splitlines())} lines", evidence)
