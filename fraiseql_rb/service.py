@@ -8,6 +8,7 @@ needs the bearer token and is 404 when metrics are not enabled.
 
 from __future__ import annotations
 
+import ssl
 import statistics
 import time
 from dataclasses import dataclass, field
@@ -61,7 +62,7 @@ def client(ctx: RunContext | None = None,
            timeout_s: float = thresholds.HTTP_TIMEOUT_S) -> httpx.Client:
     verify: Any = True
     if ctx is not None and ctx.target.get("ca_bundle"):
-        verify = ctx.target.get("ca_bundle")
+        verify = ssl.create_default_context(cafile=ctx.target.get("ca_bundle"))
     return httpx.Client(timeout=timeout_s, verify=verify, follow_redirects=False)
 
 

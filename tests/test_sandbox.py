@@ -4,6 +4,7 @@ behaves like systemctl, down leaves nothing running."""
 from __future__ import annotations
 
 import os
+import ssl
 import stat
 import subprocess
 import sys
@@ -37,7 +38,9 @@ def test_inventory_target_reaches_database_and_server(sandbox):
         assert conn.execute("SHOW ssl").fetchone()[0] == "on"
         assert conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()"
                             ).fetchone()[0] is True
-    response = httpx.get(f"{target.fraiseql_url}/metrics", timeout=5,
+    assert target.fraiseql_url.startswith("https://")
+    verify = ssl.create_default_context(cafile=target.get("ca_bundle"))
+    response = httpx.get(f"{target.fraiseql_url}/metrics", timeout=5, verify=verify,
                          headers={"Authorization": f"Bearer {target.metrics_token()}"})
     assert response.status_code == 200
     assert "fraiseql_graphql_queries_total" in response.text

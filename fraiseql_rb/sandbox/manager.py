@@ -20,6 +20,7 @@ import secrets as pysecrets
 import shlex
 import shutil
 import signal
+import ssl
 import subprocess
 import sys
 import time
@@ -259,13 +260,14 @@ def start_server(sb: Sandbox, *, wait: bool = True) -> int:
 
 
 def _wait_for_server(sb: Sandbox, proc: subprocess.Popen[bytes] | None = None) -> None:
+    verify = ssl.create_default_context(cafile=str(sb.ca_cert))
     deadline = time.monotonic() + HEALTH_WAIT_S
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
             raise SandboxError(f"the stand-in server exited ({proc.returncode}); "
                                f"see {sb.server_log}")
         try:
-            response = httpx.get(f"{sb.server_url}/health", timeout=2, verify=str(sb.ca_cert))
+            response = httpx.get(f"{sb.server_url}/health", timeout=2, verify=verify)
             if response.status_code in (200, 503):
                 return
         except httpx.HTTPError:
