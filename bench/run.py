@@ -46,6 +46,7 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=3)
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fraiseql-rb-bench-", dir="/tmp"))
+    work.chmod(0o755)  # the PostgreSQL server account must traverse it
     sandbox = work / "sandbox"
     cli = [sys.executable, "-m", "fraiseql_rb"]
     results: dict[str, float] = {}

@@ -205,8 +205,8 @@ SERVER_KEYS = _table(
     Key("metrics_token", "str", secret=True, env="FRAISEQL_METRICS_TOKEN"),
     Key("admin_api_enabled", "bool", default=False, env="FRAISEQL_ADMIN_API_ENABLED"),
     Key("admin_token", "str", secret=True, env="FRAISEQL_ADMIN_TOKEN"),
-    Key("introspection_enabled", "bool", default=False),
-    Key("introspection_require_auth", "bool", default=True),
+    Key("introspection_enabled", "bool", default=False, role="introspection"),
+    Key("introspection_require_auth", "bool", default=True, role="introspection_auth"),
     Key("cors_enabled", "bool"),
     Key("cors_origins", "list"),
     Key("require_json_content_type", "bool"),
@@ -692,6 +692,7 @@ class _Validator:
         out += self.pool(max_connections, reserved_connections, instances)
         out += self.rate_limit()
         out += self.audit()
+        out += self.introspection()
         out += self.security_profile()
         out += self.files()
         return [self._masked(r) for r in out]
@@ -1139,6 +1140,23 @@ class _Validator:
                 + (f", burst {evidence['burst_size']} >= {evidence['rps_per_ip']} rps per IP"
                    if evidence else ""), evidence))
         return out
+
+    def introspection(self) -> list[ConfigResult]:
+        """v2 refuses introspection by default; opening it to anyone publishes the schema."""
+        enabled, needs_auth = self.setting("introspection"), self.setting("introspection_auth")
+        if enabled is None or enabled.value is not True:
+            return []
+        if needs_auth is not None and needs_auth.value is False:
+            return [self.result("config.introspection", Status.WARNING,
+                                "introspection is enabled without authentication: anyone can "
+                                "read the whole schema",
+                                {"introspection_enabled": True,
+                                 "introspection_require_auth": False},
+                                "set introspection_enabled = false (the v2 default), or at "
+                                "least introspection_require_auth = true")]
+        return [self.result("config.introspection", Status.INFO,
+                            "introspection is enabled for authenticated clients only",
+                            {"introspection_enabled": True, "introspection_require_auth": True})]
 
     def audit(self) -> list[ConfigResult]:
         s = self.setting("audit_enabled")

@@ -496,3 +496,15 @@ def test_check_config_missing_file_is_unknown(tmp_path):
     ctx = RunContext.adhoc("preflight")
     [finding] = config.check_config(ctx, tmp_path / "nope.toml", instances=1)
     assert finding.check == "config.file" and finding.status is Status.UNKNOWN
+
+
+@pytest.mark.parametrize(("extra", "expected"), [
+    ("introspection_enabled = true\nintrospection_require_auth = false\n", Status.WARNING),
+    ("introspection_enabled = true\n", Status.INFO),
+    ("introspection_enabled = false\n", None),
+])
+def test_introspection_rule(tmp_path, extra, expected):
+    path = tmp_path / "server.toml"
+    path.write_text('bind_addr = "127.0.0.1:8000"\n' + extra)
+    found = [r for r in config.validate(config.load(path)) if r.check == "config.introspection"]
+    assert [r.status for r in found] == ([expected] if expected else [])

@@ -31,7 +31,8 @@ def baseline(sandbox):
 
 
 @pytest.mark.parametrize(("fault", "expected"), [
-    ("config-insecure", {"config.bind": "critical", "config.rate_limit": "warning"}),
+    ("config-insecure", {"config.bind": "critical", "config.rate_limit": "warning",
+                         "config.introspection": "warning"}),
     ("cert-expiring", {"tls.server.expiry": "critical", "tls.endpoint.expiry": "critical"}),
     ("scram-off", {"database.password_encryption": "critical",
                    "database.role_passwords": "critical", "database.hba": "warning"}),
