@@ -59,3 +59,21 @@ RSA_MIN_BITS = 2048
 EC_MIN_BITS = 256
 # §5.1 "Full backup (daily, 02:00 UTC)": a day plus slack for a slow dump.
 BACKUP_MAX_AGE_HOURS = 26.0
+
+# §6.1 "When to Scale Up" (capacity planning, fraiseql_rb.capacity). Latency (P95 > 2 s) is
+# RESPONSE_TIME_MS, connections (> 80 % of pool capacity) POOL_OF_MAX_CONNECTIONS and disk
+# (> 80 % used) DISK_USED above. The runbook gives one number each; critical is where no
+# headroom is left for a spike while the new instance starts.
+CPU_USED = Threshold(warning=0.70, critical=0.90, unit="fraction of CPU",
+                     source="§6.1 scale up when CPU > 70 % sustained for 10 min")
+CPU_SUSTAINED_MIN = 10  # §6.1 "sustained for 10min": shorter bursts are not a reason to scale
+MEMORY_USED = Threshold(warning=0.75, critical=0.90, unit="fraction of memory",
+                        source="§6.1 scale up when memory > 75 % used")
+# The five §6.1 signals by name, for dashboards that walk all of them.
+SCALE_UP = {
+    "cpu": CPU_USED,
+    "memory": MEMORY_USED,
+    "connections": POOL_OF_MAX_CONNECTIONS,
+    "latency_p95": RESPONSE_TIME_MS,
+    "disk": DISK_USED,
+}

@@ -115,3 +115,38 @@ def test_up_down_leaves_nothing_running():
     subprocess.run([*run, "down", "--purge"], capture_output=True, timeout=60)
     assert not root.exists()
     root.parent.rmdir()
+
+
+def _operation_errors(target, operation: str) -> float:
+    from prometheus_client.parser import text_string_to_metric_families
+
+    verify = ssl.create_default_context(cafile=target.get("ca_bundle"))
+    text = httpx.get(f"{target.fraiseql_url}/metrics", timeout=5, verify=verify,
+                     headers={"Authorization": f"Bearer {target.metrics_token()}"}).text
+    total = 0.0
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if (sample.name.startswith("fraiseql_query_errors_total")
+                    and sample.labels.get("operation") == operation):
+                total += sample.value
+    return total
+
+
+def test_error_spike_moves_the_error_counters_under_background_traffic(healthy_sandbox):
+    """The sandbox's own traffic calls `posts`; with the fault on, its errors climb."""
+    import time
+
+    assert "traffic    running" in "\n".join(manager.status(healthy_sandbox.root).lines())
+    target = inventory.load(healthy_sandbox.inventory).target("sandbox")
+    before = _operation_errors(target, "posts")
+    healthy_sandbox.fault("error-spike")
+    try:
+        time.sleep(3)
+        during = _operation_errors(target, "posts")
+    finally:
+        healthy_sandbox.heal("error-spike")
+    assert during > before
+    time.sleep(1)
+    settled = _operation_errors(target, "posts")
+    time.sleep(2)
+    assert _operation_errors(target, "posts") == settled, "healed: no new errors"

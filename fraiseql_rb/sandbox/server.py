@@ -1,0 +1,170 @@
+"""The stand-in FraiseQL server as the sandbox runs it: config, certificate, process,
+and the systemctl-like `service` command the inventory's commands call."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import ssl
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from .. import secrets
+from ..errors import UsageError
+from ..findings import isoformat, utcnow
+from . import cluster as pgcluster
+from . import processes
+from .state import Sandbox, SandboxError
+
+SERVER_MODULE = "fraiseql_rb.sandbox.standin"
+POOL_MAX = 10  # the stand-in's pool_max_size: small, so pool drills are quick
+HEALTH_WAIT_S = 20.0
+
+
+def write_config(sb: Sandbox, overrides: dict[str, Any] | None = None,
+                 tables: dict[str, dict[str, Any]] | None = None) -> None:
+    """The stand-in's config in the real v2 format: top-level keys, no secrets in the file."""
+    settings: dict[str, Any] = {
+        "bind_addr": f"127.0.0.1:{sb.state['server_port']}",
+        "database_url": sb.app_database_url(with_password=False),
+        "pool_min_size": 2,
+        "pool_max_size": POOL_MAX,
+        "pool_timeout_secs": 5,
+        "metrics_enabled": True,
+        "admin_api_enabled": True,
+        "introspection_enabled": False,
+        "introspection_require_auth": True,
+        "cors_enabled": False,
+        "request_timeout_secs": 30,
+        **(overrides or {}),
+    }
+    sections: dict[str, dict[str, Any]] = {
+        "tls": {"enabled": True, "cert_path": str(sb.server_certs / "server.crt"),
+                "key_path": str(sb.server_certs / "server.key"), "min_version": "1.2"},
+        "rate_limiting": {"enabled": True, "rps_per_ip": 100, "rps_per_user": 1000,
+                          "burst_size": 500},
+    }
+    for name, values in (tables or {}).items():
+        sections[name] = {**sections.get(name, {}), **values}
+    lines = ["# FraiseQL v2 server config for the drill sandbox (secrets come from the env)"]
+    lines += [f"{key} = {json.dumps(value)}" for key, value in settings.items()]
+    for name, values in sections.items():
+        lines.append(f"\n[{name}]")
+        lines += [f"{key} = {json.dumps(value)}" for key, value in values.items()]
+    sb.server_dir.mkdir(parents=True, exist_ok=True)
+    sb.server_config.write_text("\n".join(lines) + "\n")
+
+
+def issue_certificate(sb: Sandbox, days: float = 365) -> None:
+    """The stand-in's own certificate, from the sandbox CA; the server picks up a new one
+    without a restart, as a certificate renewal in production would be."""
+    pgcluster.issue_server_cert(sb.cluster.certs_dir, days=days, out_dir=sb.server_certs)
+
+
+def write_behaviour_faults(sb: Sandbox, faults: dict[str, Any]) -> None:
+    """`server/faults.json`: behaviour faults the running stand-in picks up at once."""
+    path = sb.server_dir / "faults.json"
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(faults, indent=2) + "\n")
+    os.replace(tmp, path)
+
+
+def read_behaviour_faults(sb: Sandbox) -> dict[str, Any]:
+    path = sb.server_dir / "faults.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def pid(sb: Sandbox) -> int | None:
+    """The stand-in's pid if that process is alive and really is this sandbox's stand-in."""
+    value = sb.state.get("server_pid")
+    return int(value) if processes.alive(value, str(sb.server_config)) else None
+
+
+def start(sb: Sandbox, *, wait: bool = True) -> int:
+    if (running := pid(sb)) is not None:
+        return running
+    env = {**os.environ,
+           "DATABASE_URL": sb.app_database_url(),
+           "FRAISEQL_METRICS_TOKEN": sb.secret("metrics_token"),
+           "FRAISEQL_ADMIN_TOKEN": sb.secret("admin_token")}
+    proc = processes.spawn([sys.executable, "-m", SERVER_MODULE, "--config",
+                            str(sb.server_config), "--state-dir", str(sb.server_dir)],
+                           sb.server_log, env)
+    sb.state["server_pid"] = proc.pid
+    sb.state["server_started_at"] = isoformat(utcnow())
+    sb.save()
+    if wait:
+        wait_healthy(sb, proc)
+    return proc.pid
+
+
+def wait_healthy(sb: Sandbox, proc: subprocess.Popen[bytes] | None = None) -> None:
+    """Until /health answers at all (200, or 503 when the database is down on purpose)."""
+    verify = ssl.create_default_context(cafile=str(sb.ca_cert))
+    deadline = time.monotonic() + HEALTH_WAIT_S
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise SandboxError(f"the stand-in server exited ({proc.returncode}); "
+                               f"see {sb.server_log}")
+        try:
+            response = httpx.get(f"{sb.server_url}/health", timeout=2, verify=verify)
+            if response.status_code in (200, 503):
+                return
+        except httpx.HTTPError:
+            pass
+        time.sleep(0.1)
+    raise SandboxError(f"the stand-in server did not answer within {HEALTH_WAIT_S:.0f} s; "
+                       f"see {sb.server_log}")
+
+
+def stop(sb: Sandbox, *, sig: int = signal.SIGTERM, timeout: float = 10) -> bool:
+    stopped = processes.terminate(sb.state.get("server_pid"), str(sb.server_config), sig=sig,
+                                  timeout=timeout)
+    return stopped
+
+
+def restart(sb: Sandbox) -> int:
+    stop(sb)
+    return start(sb)
+
+
+def service(root: Path, action: str, *, lines: int = 50) -> int:
+    """systemctl-like control of the stand-in: what the inventory's commands call.
+
+    Exit codes follow systemctl: `status` is 0 when running and 3 when not.
+    """
+    sb = Sandbox.open(root)
+    sb.require()
+    if action == "start":
+        print(f"started, pid {start(sb)}")
+        return 0
+    if action == "stop":
+        print("stopped" if stop(sb) else "was not running")
+        return 0
+    if action == "restart":
+        print(f"restarted, pid {restart(sb)}")
+        return 0
+    if action == "status":
+        running = pid(sb)
+        print("● fraiseql-server.service - FraiseQL v2 (sandbox stand-in)")
+        if running is None:
+            print("     Active: inactive (dead)")
+            return 3
+        print(f"     Active: active (running) since {sb.state.get('server_started_at')}")
+        print(f"   Main PID: {running}")
+        print(f"     Listen: {sb.server_url}")
+        return 0
+    if action == "logs":
+        if not sb.server_log.is_file():
+            return 0
+        tail = sb.server_log.read_text(errors="replace").splitlines()[-lines:]
+        for line in tail:
+            print(secrets.mask(line))
+        return 0
+    raise UsageError(f"unknown service action {action!r}")

@@ -1,0 +1,102 @@
+"""Background GraphQL traffic for the sandbox, so its metrics move as a live server's do.
+
+A drill needs requests: an error spike only shows in the error counters when someone calls
+the failing operation. The loop is bounded in rate and in time (it stops by itself), and it
+only ever talks to the sandbox's own loopback address.
+
+    python -m fraiseql_rb.sandbox.traffic --url https://127.0.0.1:PORT --ca CA [--rps 4]
+
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import ipaddress
+import random
+import signal
+import ssl
+import sys
+import time
+from urllib.parse import urlsplit
+
+import httpx
+
+from . import processes
+from .state import Sandbox
+
+# The mix of operations a small FraiseQL app sees; names are the stand-in's root fields.
+QUERIES = (
+    ("users", "query users { users(limit: 5) { id name } }", 4),
+    ("posts", "query posts { posts(limit: 5) { id title } }", 4),
+    ("typename", "{ __typename }", 1),
+)
+MAX_SECONDS = 12 * 3600  # a forgotten sandbox stops its traffic by itself
+MODULE = "fraiseql_rb.sandbox.traffic"
+DEFAULT_RPS = 4.0
+
+
+def start(sb: Sandbox, rps: float = DEFAULT_RPS) -> int:
+    """Start the generator for this sandbox (idempotent)."""
+    if processes.alive(sb.state.get("traffic_pid"), str(sb.root)):
+        return int(sb.state["traffic_pid"])
+    proc = processes.spawn([sys.executable, "-m", MODULE, "--url", sb.server_url, "--ca",
+                            str(sb.ca_cert), "--rps", str(rps), "--tag", str(sb.root)],
+                           sb.logs_dir / "traffic.log")
+    sb.state["traffic_pid"] = proc.pid
+    sb.save()
+    return proc.pid
+
+
+def stop(sb: Sandbox) -> None:
+    processes.terminate(sb.state.get("traffic_pid"), str(sb.root))
+    sb.state["traffic_pid"] = None
+
+
+def running(sb: Sandbox) -> bool:
+    return processes.alive(sb.state.get("traffic_pid"), MODULE)
+
+
+def _loopback_only(url: str) -> None:
+    host = urlsplit(url).hostname or ""
+    if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
+        raise SystemExit(f"traffic: refusing non-loopback target {host}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--url", required=True)
+    parser.add_argument("--ca", required=True, help="CA bundle for the sandbox's HTTPS")
+    parser.add_argument("--rps", type=float, default=4.0)
+    parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS)
+    parser.add_argument("--seed", type=int, default=7)
+    parser.add_argument("--tag", help="the sandbox directory, so it can find its generator")
+    args = parser.parse_args(argv)
+    _loopback_only(args.url)
+    stop = False
+
+    def on_signal(signum: int, frame: object) -> None:
+        nonlocal stop
+        stop = True
+
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    rng = random.Random(args.seed)
+    weights = [w for _, _, w in QUERIES]
+    deadline = time.monotonic() + args.max_seconds
+    interval = 1.0 / args.rps
+    verify = ssl.create_default_context(cafile=args.ca)
+    with httpx.Client(base_url=args.url, verify=verify, timeout=5) as client:
+        while not stop and time.monotonic() < deadline:
+            began = time.monotonic()
+            name, query, _ = rng.choices(QUERIES, weights)[0]
+            # the server may be down on purpose: keep going, quietly
+            with contextlib.suppress(httpx.HTTPError):
+                client.post("/graphql", json={"query": query, "operationName":
+                                              None if name == "typename" else name})
+            time.sleep(max(0.0, interval - (time.monotonic() - began)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
