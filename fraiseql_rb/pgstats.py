@@ -162,12 +162,16 @@ def vacuum_stats(source: Source, limit: int | None = 20) -> pd.DataFrame:
     return _frame(source, VACUUM_STATS_SQL, {"limit": _limit(limit)})
 
 
-# Client backends only: they are what max_connections limits. A session of another role is
-# `not visible` in state unless this role may read all stats; unix-socket clients are `local`.
+# Client backends only: they are what max_connections limits. Without pg_read_all_stats a
+# session of another role shows only its pid, user and database (backend_type, state and
+# client address are NULL): such a row with a user and a database is counted as a client
+# (background workers have neither; a rare parallel worker may slip in) with state
+# `not visible`. Unix-socket clients are `local`.
 CONNECTIONS_SQL = """
 SELECT coalesce(a.state, 'not visible') AS state,
        coalesce(NULLIF(a.application_name, ''), '(none)') AS application,
-       coalesce(host(a.client_addr), 'local') AS client_addr,
+       CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
+            WHEN a.backend_type IS NULL THEN 'not visible' ELSE 'local' END AS client_addr,
        a.usename AS "user", a.datname AS database,
        count(*) AS connections,
        max(EXTRACT(EPOCH FROM now() - a.state_change))::float8 AS longest_in_state_s,
@@ -175,6 +179,7 @@ SELECT coalesce(a.state, 'not visible') AS state,
        current_setting('superuser_reserved_connections')::int AS reserved_connections
 FROM pg_stat_activity a
 WHERE a.backend_type = 'client backend'
+   OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datname IS NOT NULL)
 GROUP BY 1, 2, 3, 4, 5
 ORDER BY connections DESC, state, application, client_addr
 """
