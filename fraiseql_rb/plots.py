@@ -261,7 +261,9 @@ def _when(moment: datetime, now: datetime) -> str:
     date = f"{moment:%Y-%m-%d}"
     if days < 0:
         return f"trend already past it ({date})"
-    return f"reached in {days:.0f} days ({date})" if days >= 1 else f"reached today ({date})"
+    if days < 1:
+        return f"reached today ({date})"
+    return f"reached in {days:.0f} day{'' if round(days) == 1 else 's'} ({date})"
 
 
 def projection(history: pd.Series | pd.DataFrame, fitted: Projection,

@@ -8,7 +8,8 @@ record: unreachable, HTTP error, or Prometheus' own `errorType: error`.
 `series` (a short name built from the labels that differ between the series), `value`, then
 one column per label. Long is what plotting wants: `plots.timeseries` draws one line per
 `series`, and pandas can pivot it wide with `frame.pivot(index="time", columns="series",
-values="value")` when a table is wanted.
+values="value")` when a table is wanted. A label named time, series or value gets no
+column of its own (it still names the series).
 """
 
 from __future__ import annotations
@@ -329,7 +330,7 @@ def _parse_time(text: str | None) -> datetime | None:
         return None
     stamp = pd.Timestamp(text)
     stamp = stamp.tz_localize(UTC) if stamp.tzinfo is None else stamp.tz_convert(UTC)
-    return stamp.to_pydatetime()
+    return stamp.floor("us").to_pydatetime()  # datetime holds microseconds
 
 
 def _float(value: Any) -> float:

@@ -120,3 +120,10 @@ def test_connections_include_our_own_session(pg_cluster, pg_app_dsn):
     assert hidden["connections"] >= 1
     # background processes are not client connections
     assert frame["database"].notna().all()
+
+
+def test_a_privileged_role_sees_state_and_local_clients(pg_cluster):
+    with pg_cluster.connect("fraiseql") as su:
+        frame = pgstats.connections(su)
+    row = _row(frame, user="postgres", state="active")
+    assert row["client_addr"] == "local"  # the unix socket
