@@ -64,6 +64,14 @@ def cmd_validate_config(args: argparse.Namespace) -> int:
                                 instances=args.instances)
 
 
+def cmd_lint_alerts(args: argparse.Namespace) -> int:
+    from . import alert_lint
+
+    exported = (alert_lint.exported_from_target(args.target, args.inventory)
+                if args.target else None)
+    return alert_lint.main_lint(args.rules_file, exported, sys.stdout)
+
+
 def cmd_sandbox(args: argparse.Namespace) -> int:
     from .sandbox import manager
 
@@ -127,6 +135,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--instances", type=int, default=1,
                    help="instances sharing the database (default 1)")
     p.set_defaults(func=cmd_validate_config)
+
+    p = sub.add_parser("lint-alerts", help="check Prometheus alert rules against the metrics "
+                       "FraiseQL really exports")
+    p.add_argument("rules_file", help="a rules file, or a bare YAML list of rules")
+    p.add_argument("--target", help="scrape this target for the names it exports (default: "
+                   "the catalog of real v2 names)")
+    p.add_argument("--inventory", help="inventory file")
+    p.set_defaults(func=cmd_lint_alerts)
 
     p = sub.add_parser("sandbox", help="the local drill environment")
     p.add_argument("--dir", help=f"sandbox directory (default: {paths.sandbox_dir()})")
