@@ -49,6 +49,17 @@ def kinds(problems: list[alert_lint.Problem]) -> set[str]:
 
 @pytest.fixture
 def live_names(healthy_sandbox) -> set[str]:
+    """A labelled histogram has no series before its first observation: query first."""
+    import ssl
+
+    import httpx
+
+    from fraiseql_rb.inventory import load_target
+
+    target = load_target("sandbox", healthy_sandbox.inventory)
+    verify = ssl.create_default_context(cafile=target.get("ca_bundle"))
+    httpx.post(f"{target.fraiseql_url}/graphql", json={"query": "{ users(limit: 1) { id } }"},
+               verify=verify, timeout=10).raise_for_status()
     return alert_lint.exported_from_target("sandbox", healthy_sandbox.inventory)
 
 

@@ -21,6 +21,7 @@ UNIT_TESTS = REPO / "tests" / "promtool" / "fraiseql-alerts.test.yml"
 EXPECTED_ALERTS = {
     "FraiseQLDown": ("critical", "service-down"),
     "HighDatabaseErrorRate": ("critical", "high-error-rate"),
+    "HighErrorRatio": ("warning", "high-error-rate"),
     "MemoryLeakSuspected": ("high", "memory-leak"),
     "HighQueryLatency": ("warning", "high-query-latency"),
     "LowCacheHitRatio": ("warning", "high-query-latency"),

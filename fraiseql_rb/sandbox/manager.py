@@ -20,7 +20,7 @@ from typing import Any
 from ..errors import UsageError
 from ..findings import isoformat, utcnow
 from . import cluster as pgcluster
-from . import redis_server, server, traffic
+from . import processes, prometheus, redis_server, server, traffic
 from .faults import FAULTS, heal, inject
 from .server import service
 from .state import SECRET_NAMES, Sandbox, SandboxError, progress
@@ -44,6 +44,8 @@ def write_inventory(sb: Sandbox) -> None:
         "backup_dir": str(sb.cluster.backup_dir),
         "wal_archive_dir": str(sb.cluster.wal_archive_dir),
         "ca_bundle": str(sb.ca_cert),
+        **({"prometheus_url": f"http://127.0.0.1:{sb.state['prometheus_port']}"}
+           if sb.state.get("prometheus_port") else {}),
         **({"redis_url": f"redis://127.0.0.1:{sb.state['redis_port']}/0",
             "redis_password_file": "secrets/redis_password"}
            if sb.state.get("redis_port") else {}),
@@ -55,6 +57,35 @@ def write_inventory(sb: Sandbox) -> None:
              "[targets.sandbox]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in entries.items()]
     sb.inventory.write_text("\n".join(lines) + "\n")
+
+
+def _prometheus_dir(sb: Sandbox) -> Path:
+    return sb.root / "prometheus"
+
+
+def _prometheus_pid(sb: Sandbox) -> int | None:
+    value = sb.state.get("prometheus_pid")
+    return int(value) if processes.alive(value, str(_prometheus_dir(sb))) else None
+
+
+def _setup_prometheus(sb: Sandbox) -> None:
+    """Configure, backfill a week of history, so trends exist from the first minute."""
+    directory = _prometheus_dir(sb)
+    prometheus.configure(directory, port=sb.state["prometheus_port"],
+                         scrape_url=sb.server_url, token_file=sb.secrets_dir / "metrics_token",
+                         ca_file=sb.ca_cert)
+    prometheus.backfill(directory, seed=sb.state.get("seed", 42))
+
+
+def _start_prometheus(sb: Sandbox) -> None:
+    if not sb.state.get("prometheus_port") or _prometheus_pid(sb) is not None:
+        return
+    directory = _prometheus_dir(sb)
+    proc = prometheus.start(directory, sb.state["prometheus_port"])
+    sb.state["prometheus_pid"] = proc.pid
+    sb.save()
+    prometheus.wait_ready(sb.state["prometheus_port"], proc=proc,
+                          log=directory / prometheus.LOG_FILE)
 
 
 @dataclass(frozen=True)
@@ -77,6 +108,7 @@ def up(root: Path, *, audit_events: int = 20_000, seed: int = 42,
             sb.cluster.start()
         redis_server.start(sb)
         server.start(sb)
+        _start_prometheus(sb)
         if traffic_rps > 0:
             traffic.start(sb, traffic_rps)
         timings["restart"] = time.perf_counter() - began
@@ -114,6 +146,8 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
                      "server_port": pgcluster.free_port(), "audit_events": audit_events,
                      "seed": seed, "faults": [],
                      "redis_port": pgcluster.free_port() if redis_server.available()
+                     else None,
+                     "prometheus_port": pgcluster.free_port() if prometheus.available()
                      else None})
     sb.save()
     _step(timings, "initdb", lambda: cl.init(sb.secret("superuser_password")))
@@ -130,12 +164,17 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
     server.write_behaviour_faults(sb, {})
     write_inventory(sb)
     _step(timings, "stand-in server", lambda: server.start(sb))
+    if sb.state["prometheus_port"]:
+        _step(timings, "prometheus (7 days of history)", lambda: _setup_prometheus(sb))
+        _step(timings, "prometheus start", lambda: _start_prometheus(sb))
     if traffic_rps > 0:
         traffic.start(sb, traffic_rps)
 
 
 def _stop_everything(sb: Sandbox) -> None:
     traffic.stop(sb)
+    prometheus.stop(sb.state.get("prometheus_pid"))
+    sb.state["prometheus_pid"] = None
     server.stop(sb)
     redis_server.stop(sb)
     cl = sb.cluster
@@ -196,6 +235,9 @@ def status(root: Path) -> StatusReport:
         "redis": ("not installed" if not sb.state.get("redis_port") else
                   f"running, port {sb.state['redis_port']}" if redis_server.pid(sb)
                   else "stopped"),
+        "prometheus": ("not installed" if not sb.state.get("prometheus_port") else
+                       f"running, http://127.0.0.1:{sb.state['prometheus_port']}"
+                       if _prometheus_pid(sb) else "stopped"),
         "traffic": "running" if traffic.running(sb) else "stopped",
         "inventory": str(sb.inventory),
     }
