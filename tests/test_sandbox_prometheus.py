@@ -127,8 +127,9 @@ def test_alert_rules_are_loaded_and_evaluate(live: LiveProm):
             break
         time.sleep(0.5)
     names = {rule["name"] for rule in rules if rule["type"] == "alerting"}
-    assert names == {"FraiseQLDown", "HighDatabaseErrorRate", "MemoryLeakSuspected",
-                     "HighQueryLatency", "LowCacheHitRatio", "ConnectionPoolNearCapacity",
+    assert names == {"FraiseQLDown", "HighDatabaseErrorRate", "HighErrorRatio",
+                     "MemoryLeakSuspected", "HighQueryLatency", "LowCacheHitRatio",
+                     "ConnectionPoolNearCapacity",
                      "WALArchivingFailing", "ReplicationLagHigh"}
     assert all(rule["health"] == "ok" for rule in rules), [
         (rule["name"], rule.get("lastError")) for rule in rules]
