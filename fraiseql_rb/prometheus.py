@@ -207,6 +207,11 @@ class PrometheusClient:
                 out.append(entry)
         return out
 
+    def label_values(self, label: str) -> list[str]:
+        """Every value a label has (`__name__`: every series name Prometheus holds)."""
+        data = self._get(f"/api/v1/label/{label}/values")
+        return [str(v) for v in data] if isinstance(data, list) else []
+
     def targets(self) -> list[dict[str, Any]]:
         """Active scrape targets (`/api/v1/targets`): `job`, `instance`, `health` (up, down,
         unknown), `last_error`, `last_scrape` (UTC), `scrape_duration_s`, `scrape_url`,

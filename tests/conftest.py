@@ -7,6 +7,7 @@ collection hook starts it and points the notebooks' kernels at it through the en
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -39,6 +40,23 @@ class LiveSandbox:
     def run(self, runbook: str, *args: str) -> subprocess.CompletedProcess[str]:
         return self.cli("run", runbook, "--target", "sandbox", "--output-dir",
                         str(self.reports), *args)
+
+    def inventory_without(self, *keys: str) -> Path:
+        """A copy of the inventory lacking `keys` (e.g. prometheus_url), secrets by absolute
+        path so it works from anywhere; returns its path."""
+        import tomllib
+
+        raw = tomllib.loads(self.inventory.read_text())["targets"]["sandbox"]
+        lines = ["[targets.sandbox]"]
+        for key, value in raw.items():
+            if key in keys:
+                continue
+            if key.endswith("_file") and not str(value).startswith("/"):
+                value = str(self.root / value)
+            lines.append(f"{key} = {json.dumps(value)}")
+        path = Path(tempfile.mkdtemp(prefix="inv-", dir=self.reports)) / "inventory.toml"
+        path.write_text("\n".join(lines) + "\n")
+        return path
 
     def fault(self, name: str) -> None:
         manager.inject(self.root, name)

@@ -26,11 +26,16 @@ from . import processes
 from .state import Sandbox
 
 # The mix of operations a small FraiseQL app sees; names are the stand-in's root fields.
+# Most requests repeat a few popular queries (the result cache answers them); a share asks
+# for something new each time, as real clients do, so a database outage shows as errors
+# rather than hiding behind the cache.
 QUERIES = (
-    ("users", "query users { users(limit: 5) { id name } }", 4),
-    ("posts", "query posts { posts(limit: 5) { id title } }", 4),
-    ("typename", "{ __typename }", 1),
+    ("users", "query users {{ users(limit: 5, offset: {offset}) {{ id name }} }}", 4),
+    ("posts", "query posts {{ posts(limit: 5, offset: {offset}) {{ id title }} }}", 4),
+    ("typename", "{{ __typename }}", 1),
 )
+POPULAR_OFFSETS = (0, 5, 10)
+UNCACHED_SHARE = 0.15
 MAX_SECONDS = 12 * 3600  # a forgotten sandbox stops its traffic by itself
 MODULE = "fraiseql_rb.sandbox.traffic"
 DEFAULT_RPS = 4.0
@@ -89,7 +94,10 @@ def main(argv: list[str] | None = None) -> int:
     with httpx.Client(base_url=args.url, verify=verify, timeout=5) as client:
         while not stop and time.monotonic() < deadline:
             began = time.monotonic()
-            name, query, _ = rng.choices(QUERIES, weights)[0]
+            name, template, _ = rng.choices(QUERIES, weights)[0]
+            offset = (rng.randrange(15, 10_000) if rng.random() < UNCACHED_SHARE
+                      else rng.choice(POPULAR_OFFSETS))
+            query = template.format(offset=offset)
             # the server may be down on purpose: keep going, quietly
             with contextlib.suppress(httpx.HTTPError):
                 client.post("/graphql", json={"query": query, "operationName":
