@@ -25,7 +25,7 @@ KNOWN_KEYS = {
     "fraiseql_url", "database_url", "prometheus_url", "redis_url", "config_path",
     "replica_database_url", "admin_database_url", "backup_dir", "wal_archive_dir",
     "restart_command", "status_command", "logs_command", "instances", "ha", "audit_source",
-    "ca_bundle", "description",
+    "ca_bundle", "description", "oidc_issuer",
 }
 SECRET_NAMES = {
     "metrics_token", "admin_token", "database_password", "replica_database_password",

@@ -488,3 +488,134 @@ def test_no_secret_in_log(server: Standin, client: httpx.Client) -> None:
     for token in server.secrets:
         assert token not in text
     assert "Authorization" not in text and "Bearer" not in text
+
+
+# ---- drill behaviours: slow-query, leak-connections, memory release, OIDC ----------------
+
+
+def _with_faults(server: Standin, flags: dict[str, object]) -> Path:
+    path = server.state_dir / "faults.json"
+    path.write_text(json.dumps(flags), encoding="utf-8")
+    return path
+
+
+def test_slow_query_fault_sleeps_in_the_database_and_bypasses_the_cache(
+        server: Standin, client: httpx.Client) -> None:
+    query = "{ users(limit: 6) { id } }"
+    assert gql(client, query).status_code == 200  # now cached
+    _, before = scrape(client)
+    faults = _with_faults(server, {"slow-query": {"delay_ms": 400}})
+    try:
+        for _ in range(2):  # the same query twice: neither answered from the cache
+            t0 = time.monotonic()
+            assert gql(client, query).status_code == 200
+            assert time.monotonic() - t0 >= 0.4
+    finally:
+        faults.unlink()
+    _, after = scrape(client)
+    db_sum = "fraiseql_database_query_duration_seconds_sum"
+    assert after[(db_sum, ())] - before[(db_sum, ())] >= 0.8
+    t0 = time.monotonic()
+    assert gql(client, query).status_code == 200
+    assert time.monotonic() - t0 < 0.4
+
+
+def test_leak_connections_fault_holds_pool_connections_idle_in_transaction(
+        server: Standin, client: httpx.Client, pg_cluster: Cluster) -> None:
+    def idle_in_transaction() -> int:
+        with pg_cluster.connect("fraiseql") as conn:
+            row = conn.execute("SELECT count(*) FROM pg_stat_activity WHERE application_name "
+                               "= 'fraiseql-standin' AND state = 'idle in transaction'"
+                               ).fetchone()
+        return int(row[0]) if row else 0
+
+    def active() -> float:
+        return scrape(client)[1][("fraiseql_db_pool_connections_active", ())]
+
+    faults = _with_faults(server, {"leak-connections": {"count": 3}})
+    try:
+        assert wait_for(lambda: active() >= 3, 5)
+        assert idle_in_transaction() >= 3
+    finally:
+        faults.unlink()
+    assert wait_for(lambda: idle_in_transaction() == 0, 5)
+    assert wait_for(lambda: active() == 0, 5)
+
+
+def test_memory_leak_is_capped_and_freed_without_further_requests(
+        server: Standin, client: httpx.Client) -> None:
+    def rss_mib() -> float:
+        status = Path(f"/proc/{server.proc.pid}/status").read_text()
+        return int(re.search(r"VmRSS:\s+(\d+)", status).group(1)) / 1024  # type: ignore[union-attr]
+
+    start = rss_mib()
+    faults = _with_faults(server, {"memory-leak": {"bytes_per_request": 8 << 20,
+                                                   "max_bytes": 40 << 20}})
+    try:
+        for _ in range(12):  # 96 MiB asked for, 40 MiB allowed
+            client.get("/readiness")
+        grown = rss_mib() - start
+        assert 30 < grown < 60
+    finally:
+        faults.unlink()
+    assert wait_for(lambda: rss_mib() - start < 10, 5), "freed by the fault watcher"
+
+
+def test_oidc_discovery_and_jwks(server: Standin, client: httpx.Client) -> None:
+    discovery = client.get("/.well-known/openid-configuration")
+    assert discovery.status_code == 200
+    doc = discovery.json()
+    assert doc["issuer"] == server.url
+    assert doc["jwks_uri"] == f"{server.url}/.well-known/jwks.json"
+    keys = client.get("/.well-known/jwks.json").json()["keys"]
+    assert len(keys) == 2 and len({k["kid"] for k in keys}) == 2
+    for key in keys:
+        assert (key["kty"], key["crv"], key["alg"]) == ("EC", "P-256", "ES256")
+        assert "d" not in key, "public parts only"
+    faults = _with_faults(server, {"oidc-down": {}})
+    try:
+        assert client.get("/.well-known/openid-configuration").status_code == 503
+        assert client.get("/.well-known/jwks.json").status_code == 503
+    finally:
+        faults.unlink()
+    assert client.get("/.well-known/jwks.json").json()["keys"] == keys
+
+
+def test_auth_table_accepted_and_logged(pg_app_dsn: str, workdir: Path) -> None:
+    config = BASE_CONFIG + ('[auth]\nissuer = "http://127.0.0.1:9"\naudience = "sandbox"\n'
+                            'jwks_uri = "http://127.0.0.1:9/.well-known/jwks.json"\n'
+                            'jwks_cache_ttl_secs = 60\nallowed_algorithms = ["ES256"]\n'
+                            'required = false\nscope_claim = "scp"\n')
+    inst = start_standin(workdir, "auth", config, {"DATABASE_URL": pg_app_dsn})
+    try:
+        with httpx.Client(base_url=inst.url, timeout=10) as c:
+            assert wait_for(lambda: c.get("/readiness").status_code == 200, 10)
+            assert c.get("/.well-known/openid-configuration").json()["issuer"] == inst.url
+    finally:
+        assert inst.stop() == 0
+    log = inst.log_text()
+    assert "OIDC auth: issuer http://127.0.0.1:9, audience sandbox" in log
+    assert "required = true" not in log
+
+
+@pytest.mark.parametrize(
+    ("auth", "needle"),
+    [
+        ('audience = "a"\n', "missing field `issuer` in [auth]"),
+        ('issuer = "https://idp.example"\n', "OIDC audience is REQUIRED"),
+        ('issuer = "http://idp.example"\naudience = "a"\n', "OIDC issuer must use HTTPS"),
+        ('issuer = "https://idp.example"\naudience = "a"\nallowed_algorithms = []\n',
+         "At least one algorithm must be allowed"),
+        ('issuer = "https://idp.example"\naudience = "a"\njwks_cache_ttl_secs = "5m"\n',
+         "auth.jwks_cache_ttl_secs"),
+    ],
+)
+def test_bad_auth_table_refused(workdir: Path, auth: str, needle: str) -> None:
+    cfg = workdir / "bad-auth.toml"
+    cfg.write_text("cors_enabled = false\n[auth]\n" + auth, encoding="utf-8")
+    done = subprocess.run(
+        [sys.executable, "-m", "fraiseql_rb.sandbox.standin", "--config", str(cfg)],
+        env=_clean_env(), capture_output=True, text=True, timeout=30, cwd=workdir)
+    assert done.returncode == 1
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and needle in lines[0]

@@ -2,27 +2,56 @@
 
 A fault is data (name, what it does, inject, heal) so `sandbox status` and the README list
 them from one place, and a playbook's drill test can rely on exactly what was done.
+
+Three kinds of injection, all real:
+- the database or the server process is changed (stopped, reconfigured, its certificate
+  swapped, rows inserted);
+- a `holder` process keeps sessions busy (slow statements, a held lock), its pid kept in
+  sandbox.json (`slow_query_pid`, `lock_contention_pid`) and its sessions named
+  `fraiseql-rb-drill-<mode>`;
+- a behaviour fault in `server/faults.json` changes what the running stand-in does.
+Every heal undoes exactly what its inject did, and injecting twice never stacks anything.
+The stand-in's query result cache (60 s TTL) answers the background traffic's popular
+queries, so the database-side faults clear it through the admin API when they start: the next
+requests reach PostgreSQL and meet the fault at once, not up to a minute later.
 """
 
 from __future__ import annotations
 
 import contextlib
 import hashlib
+import ipaddress
+import secrets as pysecrets
 import signal
+import ssl
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
+import httpx
 import psycopg
+from cryptography import x509
 from psycopg import sql
 
+from .. import tls
 from ..errors import UsageError
+from . import audit_data, holder, server
 from . import cluster as pgcluster
-from . import server
-from .state import Sandbox, SandboxError
+from .state import Sandbox, SandboxError, progress
 
 ERROR_SPIKE_OPERATION = "posts"  # the operation that starts failing in `error-spike`
+SLOW_QUERY_DELAY_MS = 1500  # added inside PostgreSQL to each of the stand-in's statements
+MEMORY_LEAK_BYTES = 2 * 1024 * 1024  # kept by the stand-in per request
+LEAKED_CONNECTIONS = server.POOL_MAX  # all of them: requests then wait and time out
+AUTH_ATTACK_EVENTS = 600
+AUTH_ATTACK_HOURS = 1.5  # so all of them stay "in the last 2 hours" for half an hour
+AUTH_ATTACK_ATTEMPTS = 30  # live wrong-token requests: 9 answered 403, then 429
+ATTACKER_ADDRESS = "127.0.0.2"  # the limiter blocks this one, never 127.0.0.1
+STANDIN_APPLICATION = "fraiseql-standin"  # the stand-in's application_name in PostgreSQL
+WAIT_S = 10.0
 
 
 @dataclass(frozen=True)
@@ -116,6 +145,192 @@ def _behaviour(name: str, settings: dict[str, Any] | None) -> Callable[[Sandbox]
     return apply
 
 
+def _all_or_nothing(inject: Callable[[Sandbox], None], heal: Callable[[Sandbox], None]
+                    ) -> Callable[[Sandbox], None]:
+    """An inject that undoes its partial work when it fails, so no half-fault lingers
+    (the fault is only recorded as active once inject returns)."""
+
+    def run(sb: Sandbox) -> None:
+        try:
+            inject(sb)
+        except BaseException:
+            with contextlib.suppress(Exception):
+                heal(sb)
+            raise
+
+    return run
+
+
+def _wait(predicate: Callable[[], bool], what: str, timeout: float = WAIT_S) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return
+        time.sleep(0.2)
+    raise SandboxError(f"{what} did not happen within {timeout:.0f} s")
+
+
+def _verify(sb: Sandbox) -> ssl.SSLContext:
+    return ssl.create_default_context(cafile=str(sb.ca_cert))
+
+
+def _clear_query_cache(sb: Sandbox, entity: str | None = None) -> None:
+    """Empty the stand-in's query result cache (admin API), so the next requests reach the
+    database; a server that is down or unreachable has nothing cached that matters."""
+    body = {"scope": "entity", "entity_type": entity} if entity else {"scope": "all"}
+    with contextlib.suppress(httpx.HTTPError, OSError):
+        httpx.post(f"{sb.server_url}/api/v1/admin/cache/clear", json=body, timeout=5,
+                   verify=_verify(sb),
+                   headers={"Authorization": f"Bearer {sb.secret('admin_token')}"})
+
+
+def _count_sessions(sb: Sandbox, application: str, state: str) -> int:
+    with sb.cluster.connect(pgcluster.APP_DB) as conn:
+        row = conn.execute("SELECT count(*) FROM pg_stat_activity "
+                           "WHERE application_name = %s AND state = %s",
+                           (application, state)).fetchone()
+    return int(row[0]) if row else 0
+
+
+# ---- slow-query and lock-contention: a holder process --------------------------------------
+
+
+def _slow_query(sb: Sandbox) -> None:
+    holder.start(sb, "slow", "slow_query_pid")
+    _behaviour("slow-query", {"delay_ms": SLOW_QUERY_DELAY_MS})(sb)
+
+
+def _slow_query_heal(sb: Sandbox) -> None:
+    _behaviour("slow-query", None)(sb)
+    holder.stop(sb, "slow", "slow_query_pid")
+
+
+def _lock_contention(sb: Sandbox) -> None:
+    holder.start(sb, "lock", "lock_contention_pid")
+    _clear_query_cache(sb, "Post")
+
+
+def _lock_contention_heal(sb: Sandbox) -> None:
+    holder.stop(sb, "lock", "lock_contention_pid")
+
+
+# ---- pool-exhaustion: the stand-in leaks its own connections --------------------------------
+
+
+def _pool_exhaustion(sb: Sandbox) -> None:
+    _behaviour("leak-connections", {"count": LEAKED_CONNECTIONS})(sb)
+    if server.pid(sb) is None:
+        raise SandboxError("the stand-in server is not running")
+    _wait(lambda: _count_sessions(sb, STANDIN_APPLICATION, "idle in transaction")
+          >= LEAKED_CONNECTIONS, "the stand-in holding its pool connections")
+    _clear_query_cache(sb)
+
+
+def _pool_exhaustion_heal(sb: Sandbox) -> None:
+    _behaviour("leak-connections", None)(sb)
+    if server.pid(sb) is not None and sb.cluster.is_running():
+        _wait(lambda: _count_sessions(sb, STANDIN_APPLICATION, "idle in transaction") == 0,
+              "the stand-in returning its pool connections")
+
+
+# ---- auth-attack: audit rows plus live failed logins ----------------------------------------
+
+
+def attack_ips(seed: int) -> list[str]:
+    """Three attacker addresses, one per RFC 5737 range, none of which the generated
+    history uses: their counts are exactly what the drill inserted."""
+    background = set(audit_data.ip_pool(seed))
+    picked = []
+    for net in audit_data.DOC_NETWORKS:
+        hosts = list(ipaddress.ip_network(net).hosts())
+        picked.append(next(str(h) for h in reversed(hosts) if str(h) not in background))
+    return picked
+
+
+def _failed_metrics_logins(sb: Sandbox, attempts: int = AUTH_ATTACK_ATTEMPTS) -> dict[str, int]:
+    """Wrong bearer tokens on /metrics from ATTACKER_ADDRESS; returns {status: count}.
+
+    From another loopback address, so the server's limiter (429 for 60 s after 10 failures
+    from one peer) never blocks the playbooks that scrape from 127.0.0.1.
+    """
+    statuses: dict[str, int] = {}
+    transport = httpx.HTTPTransport(verify=_verify(sb), local_address=ATTACKER_ADDRESS)
+    try:
+        with httpx.Client(transport=transport, base_url=sb.server_url, timeout=5) as client:
+            for i in range(attempts):
+                guess = f"guess-{i}-{pysecrets.token_hex(8)}"
+                response = client.get("/metrics", headers={"Authorization": f"Bearer {guess}"})
+                key = str(response.status_code)
+                statuses[key] = statuses.get(key, 0) + 1
+    except (httpx.HTTPError, OSError) as exc:
+        progress(f"auth-attack: live failed logins stopped early: {type(exc).__name__}")
+    return statuses
+
+
+def _auth_attack(sb: Sandbox) -> None:
+    _auth_attack_heal(sb)  # a second inject replaces the first burst, never adds to it
+    ips = attack_ips(int(sb.state.get("seed", 42)))
+    with sb.cluster.connect(pgcluster.APP_DB) as conn, conn.transaction():
+        row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {audit_data.AUDIT_TABLE}"
+                           ).fetchone()
+        before = int(row[0]) if row else 0
+        audit_data.insert_burst(conn, "authentication_failed", ips, AUTH_ATTACK_EVENTS,
+                                hours=AUTH_ATTACK_HOURS)
+        first, last, rows = conn.execute(
+            f"SELECT min(id), max(id), count(*) FROM {audit_data.AUDIT_TABLE} "
+            "WHERE id > %s AND event_type = 'authentication_failed' "
+            "AND ip_address = ANY(%s::inet[])", (before, ips)).fetchone() or (None, None, 0)
+    sb.state["auth_attack"] = {"first_id": first, "last_id": last, "rows": rows, "ips": ips}
+    sb.save()
+    sb.state["auth_attack"]["http_statuses"] = _failed_metrics_logins(sb)
+    sb.save()
+
+
+def _auth_attack_heal(sb: Sandbox) -> None:
+    """Delete exactly the rows the inject recorded (their id range, type and addresses)."""
+    record = sb.state.get("auth_attack")
+    if not record:
+        return
+    if record.get("rows"):
+        with sb.cluster.connect(pgcluster.APP_DB) as conn:
+            conn.execute(f"DELETE FROM {audit_data.AUDIT_TABLE} "
+                         "WHERE id BETWEEN %s AND %s AND event_type = 'authentication_failed' "
+                         "AND ip_address = ANY(%s::inet[])",
+                         (record["first_id"], record["last_id"], record["ips"]))
+    sb.state.pop("auth_attack", None)
+    sb.save()
+
+
+# ---- cert-expired ---------------------------------------------------------------------------
+
+
+def _served_certificate_expired(sb: Sandbox) -> bool | None:
+    """Is the certificate the stand-in serves now expired? None when it does not answer."""
+    try:
+        peer = tls.fetch_peer_certificate("127.0.0.1", int(sb.state["server_port"]),
+                                          timeout=3)
+    except (OSError, ssl.SSLError):
+        return None
+    if not peer.chain:
+        return None
+    leaf = x509.load_der_x509_certificate(peer.chain[0])
+    return leaf.not_valid_after_utc < datetime.now(UTC)
+
+
+def _issue_and_wait(sb: Sandbox, expired: bool) -> None:
+    """Swap the stand-in's certificate and wait until it serves the new one (it reloads
+    the files at most once a second); a server that is down picks it up when it starts."""
+    if expired:
+        now = datetime.now(UTC)
+        pgcluster.issue_server_cert(sb.cluster.certs_dir, days=1,
+                                    not_before=now - timedelta(days=2), out_dir=sb.server_certs)
+    else:
+        server.issue_certificate(sb)
+    if server.pid(sb) is not None:
+        _wait(lambda: _served_certificate_expired(sb) is expired,
+              "the stand-in serving its new certificate")
+
+
 FAULTS: dict[str, Fault] = {
     "db-down": Fault("PostgreSQL stopped (pg_ctl stop -m fast)", _db_down, _db_up),
     "server-down": Fault("the FraiseQL server process killed (SIGKILL)", _server_crash,
@@ -132,6 +347,41 @@ FAULTS: dict[str, Fault] = {
                          "database error on every call",
                          _behaviour("error-spike", {"operation": ERROR_SPIKE_OPERATION}),
                          _behaviour("error-spike", None)),
+    "slow-query": Fault(
+        "heavy statements keep running: a holder runs `SELECT pg_sleep(600)` and a CPU-bound "
+        "cross join (application_name fraiseql-rb-drill-slow), and every GraphQL database "
+        f"statement of the stand-in sleeps {SLOW_QUERY_DELAY_MS} ms inside PostgreSQL with its "
+        "query cache bypassed",
+        _all_or_nothing(_slow_query, _slow_query_heal), _slow_query_heal),
+    "lock-contention": Fault(
+        "a holder session (fraiseql-rb-drill-lock) takes LOCK TABLE tb_post IN ACCESS "
+        "EXCLUSIVE MODE and sits idle in that transaction; the stand-in's `posts` reads "
+        "(v_post) queue behind it, query cache cleared so they start at once",
+        _all_or_nothing(_lock_contention, _lock_contention_heal), _lock_contention_heal),
+    "memory-leak": Fault(
+        f"the stand-in keeps {MEMORY_LEAK_BYTES // (1024 * 1024)} MiB per request it serves "
+        "(its RSS climbs with the background traffic, up to a cap); healed, it frees them",
+        _behaviour("memory-leak", {"bytes_per_request": MEMORY_LEAK_BYTES}),
+        _behaviour("memory-leak", None)),
+    "pool-exhaustion": Fault(
+        f"the stand-in leaks {LEAKED_CONNECTIONS} of its {server.POOL_MAX} pool connections, "
+        "each left idle in transaction after `BEGIN; SELECT 1`: requests that need the "
+        "database wait, then fail at pool_timeout_secs (query cache cleared so they do now)",
+        _all_or_nothing(_pool_exhaustion, _pool_exhaustion_heal), _pool_exhaustion_heal),
+    "auth-attack": Fault(
+        f"{AUTH_ATTACK_EVENTS} authentication_failed audit events from 3 addresses over the last "
+        f"{AUTH_ATTACK_HOURS:g} hours, plus {AUTH_ATTACK_ATTEMPTS} live wrong-token requests to "
+        f"/metrics from {ATTACKER_ADDRESS} (403, then 429); healed, exactly those rows deleted",
+        _all_or_nothing(_auth_attack, _auth_attack_heal), _auth_attack_heal),
+    "oidc-down": Fault(
+        "the identity provider is down: the stand-in's /.well-known/openid-configuration and "
+        "/.well-known/jwks.json answer 503",
+        _behaviour("oidc-down", {}), _behaviour("oidc-down", None)),
+    "cert-expired": Fault(
+        "the server's TLS certificate replaced by one that expired yesterday (clients that "
+        "verify refuse the handshake)",
+        lambda sb: _issue_and_wait(sb, expired=True),
+        lambda sb: _issue_and_wait(sb, expired=False)),
 }
 
 

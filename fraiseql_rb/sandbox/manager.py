@@ -44,6 +44,7 @@ def write_inventory(sb: Sandbox) -> None:
         "backup_dir": str(sb.cluster.backup_dir),
         "wal_archive_dir": str(sb.cluster.wal_archive_dir),
         "ca_bundle": str(sb.ca_cert),
+        "oidc_issuer": sb.server_url,
         **({"prometheus_url": f"http://127.0.0.1:{sb.state['prometheus_port']}"}
            if sb.state.get("prometheus_port") else {}),
         **({"redis_url": f"redis://127.0.0.1:{sb.state['redis_port']}/0",

@@ -49,6 +49,12 @@ def write_config(sb: Sandbox, overrides: dict[str, Any] | None = None,
                 "key_path": str(sb.server_certs / "server.key"), "min_version": "1.2"},
         "rate_limiting": {"enabled": True, "rps_per_ip": 100, "rps_per_user": 1000,
                           "burst_size": 500},
+        # the stand-in is its own OIDC issuer (discovery + JWKS), so oidc-down is real;
+        # required = false: the stand-in serves anonymous traffic and must say so
+        "auth": {"issuer": sb.server_url, "audience": "fraiseql-sandbox",
+                 "jwks_uri": f"{sb.server_url}/.well-known/jwks.json",
+                 "jwks_cache_ttl_secs": 300, "allowed_algorithms": ["ES256"],
+                 "required": False},
     }
     for name, values in (tables or {}).items():
         sections[name] = {**sections.get(name, {}), **values}

@@ -20,7 +20,12 @@ names the files it mirrors. Behaviour is re-implemented, not copied; where the s
 deliberately simpler than the real server the docstring says so.
 
 ``--state-dir DIR`` is where the sandbox drops fault flags: ``DIR/faults.json`` such as
-``{"error-spike": {"operation": "posts"}, "memory-leak": {"bytes_per_request": 1048576}}``.
+``{"error-spike": {"operation": "posts"}, "memory-leak": {"bytes_per_request": 1048576}}``
+(every flag the stand-in knows is listed in ``faults``).
+
+Beyond the v2 surface, the stand-in also plays the sandbox's OIDC identity provider
+(``/.well-known/openid-configuration`` and ``/.well-known/jwks.json`` on its own address, see
+``oidc``), which in production is a separate service.
 
 Modules, in dependency order (each imports only those above it):
 
@@ -30,8 +35,10 @@ Modules, in dependency order (each imports only those above it):
 - ``schema``: the served schema (built-in v_user/v_post, or a compiled schema file).
 - ``guard``: the ``Response`` routes return, and the bearer-token guard with its 429 limiter.
 - ``faults``: fault flags read from ``STATE_DIR/faults.json``.
-- ``database``: the connection pool and the database liveness probe.
-- ``app``: routes, the GraphQL pipeline, the query cache and the admin API (``App``).
+- ``oidc``: the discovery document and JWKS of the sandbox's identity provider.
+- ``database``: the connection pool, the database liveness probe, the connection leak.
+- ``app``: routes, the GraphQL pipeline, the query cache, the admin API and the behaviour
+  faults (``App``).
 - ``server``: the threading HTTP(S) server, TLS certificate hot-swap, the request handler.
 - ``logs``: log format and throttling.
 - ``cli``: ``main()``, the command line and process lifecycle; ``__main__`` calls it.

@@ -1,13 +1,18 @@
 """The application: routes, the GraphQL pipeline, the query result cache and the admin API
 (routes/health.rs, routes/metrics.rs, routes/graphql/handler.rs, handler/stages.rs,
-routes/api/admin.rs, routes/api/types.rs, error.rs). Everything behind the HTTP layer.
+routes/api/admin.rs, routes/api/types.rs, error.rs), the sandbox's identity provider (oidc)
+and the behaviour faults. Everything behind the HTTP layer.
 """
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import hashlib
 import json
 import logging
+import os
 import re
 import threading
 import time
@@ -25,7 +30,7 @@ from psycopg_pool import PoolTimeout
 
 from .config import REDACTED, Settings, redact_database_url
 from .database import Database
-from .faults import FaultFlags
+from .faults import FaultFlags, int_setting
 from .graphql_parser import (
     EnumValue,
     Field,
@@ -37,6 +42,7 @@ from .graphql_parser import (
 )
 from .guard import BearerGuard, Response
 from .metrics import Metrics, PoolSnapshot
+from .oidc import DISCOVERY_PATH, JWKS_PATH, IdentityProvider
 from .schema import (
     RootQuery,
     SchemaModel,
@@ -50,6 +56,9 @@ VERSION = "2.15.0-standin"
 DATABASE_TYPE = "PostgreSQL"
 CACHE_TTL_SECS = 60  # routes/api/admin.rs: cache_stats reports the QueryCache's 60-second TTL
 PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"  # routes/metrics.rs sends exactly this
+FAULT_TICK_SECS = 0.5  # how often faults that need no request (leaks, their release) are applied
+MAX_SLOW_QUERY_MS = 60_000
+MAX_LEAK_BYTES = 4 << 30  # the memory-leak drill must never take the host down
 
 _log = logging.getLogger("fraiseql_standin")
 
@@ -156,7 +165,10 @@ class App:
         self._apq: OrderedDict[str, str] = OrderedDict()
         self._apq_lock = threading.Lock()
         self._leak: list[bytearray] = []
+        self._leak_bytes = 0
+        self._leak_cap: int | None = None
         self._leak_lock = threading.Lock()
+        self.idp = IdentityProvider(settings)
         self.routes: dict[str, dict[str, Callable[[Request], Response]]] = {}
         self._build_routes()
 
@@ -181,6 +193,8 @@ class App:
         self.routes[s.health_path] = {"GET": self.health}
         self.routes[s.readiness_path] = {"GET": self.readiness}
         self.routes[s.graphql_path] = {"GET": self.graphql_get, "POST": self.graphql_post}
+        self.routes[DISCOVERY_PATH] = {"GET": self.oidc_discovery}
+        self.routes[JWKS_PATH] = {"GET": self.oidc_jwks}
         if s.routes_metrics():
             assert s.metrics_token is not None
             guard = BearerGuard(s.metrics_token, s.admin_auth_max_failures)
@@ -223,16 +237,54 @@ class App:
             return Response(405, headers={"Allow": ", ".join(sorted(methods))})
         return handler(req)
 
+    # ---- behaviour faults -------------------------------------------------------------------
+
     def after_request(self) -> None:
-        """Apply the memory-leak fault: keep a chunk of memory per request while it is set."""
+        """Apply the memory-leak fault: keep a chunk of memory per request while it is set.
+
+        Growth stops at a cap (the setting `max_bytes`, else a quarter of the memory available
+        when the leak starts, at most 4 GiB): a drill left on must not take the host down.
+        """
         leak = self.faults.current().get("memory-leak")
+        if not isinstance(leak, dict):
+            self._release_leak()
+            return
+        size = int_setting(leak, "bytes_per_request", 1 << 20, 1, 64 << 20)
         with self._leak_lock:
-            if isinstance(leak, dict):
-                size = leak.get("bytes_per_request", 1024 * 1024)
-                size = size if isinstance(size, int) and 0 < size <= 64 * 1024 * 1024 else 1 << 20
+            if self._leak_cap is None:
+                self._leak_cap = int_setting(leak, "max_bytes", _default_leak_cap(), 0,
+                                             MAX_LEAK_BYTES)
+            if self._leak_bytes + size <= self._leak_cap:
                 self._leak.append(bytearray(b"\xa5") * size)  # written, so it is resident
-            elif self._leak:
-                self._leak.clear()
+                self._leak_bytes += size
+
+    def _release_leak(self) -> None:
+        """Drop the leaked chunks and hand the pages back to the OS (glibc keeps them else)."""
+        with self._leak_lock:
+            if not self._leak and self._leak_cap is None:
+                return
+            self._leak.clear()
+            self._leak_bytes, self._leak_cap = 0, None
+        _malloc_trim()
+
+    def apply_background_faults(self) -> None:
+        """Faults that must act without a request: the connection leak, and releasing leaks."""
+        flags = self.faults.current()
+        leak = flags.get("leak-connections")
+        count = (int_setting(leak, "count", self.settings.pool_max_size, 0,
+                             self.settings.pool_max_size) if isinstance(leak, dict) else 0)
+        if count != self.db.leak.count:
+            self.db.leak.hold(count)
+        if not isinstance(flags.get("memory-leak"), dict):
+            self._release_leak()
+
+    def watch_faults(self, stop: threading.Event) -> None:
+        """Run `apply_background_faults` every FAULT_TICK_SECS until `stop` is set."""
+        while not stop.wait(FAULT_TICK_SECS):
+            try:
+                self.apply_background_faults()
+            except Exception as exc:  # noqa: BLE001 - a fault must never end the watcher
+                _log.warning("applying fault flags failed: %s", first_line(exc))
 
     # ---- health (routes/health.rs) ---------------------------------------------------------
 
@@ -257,6 +309,21 @@ class App:
             return Response.json(200, {"status": "ready"})
         return Response.json(503, {"status": "not_ready",
                                    "reason": "Database connection unavailable"})
+
+    # ---- the sandbox's identity provider (oidc.py) -----------------------------------------
+
+    def _oidc_refusal(self) -> Response | None:
+        """The `oidc-down` drill: the provider's documents answer 503 while it is set."""
+        if isinstance(self.faults.current().get("oidc-down"), dict):
+            return Response.json(503, {"error": "temporarily_unavailable",
+                                       "error_description": "identity provider unavailable"})
+        return None
+
+    def oidc_discovery(self, req: Request) -> Response:
+        return self._oidc_refusal() or Response.json(200, self.idp.discovery())
+
+    def oidc_jwks(self, req: Request) -> Response:
+        return self._oidc_refusal() or Response.json(200, self.idp.jwks())
 
     # ---- metrics (routes/metrics.rs) -------------------------------------------------------
 
@@ -458,8 +525,11 @@ class App:
             if target in names:
                 raise _ExecutionError(f"Database error: injected fault error-spike on {target}",
                                       "DATABASE_ERROR")
+        slow = self.faults.current().get("slow-query")
+        delay_ms = (int_setting(slow, "delay_ms", 1000, 0, MAX_SLOW_QUERY_MS)
+                    if isinstance(slow, dict) else 0)
         cache_key = None
-        if db_fields and self.settings.cache_enabled:
+        if db_fields and self.settings.cache_enabled and not delay_ms:
             cache_key = json.dumps([query, raw_variables, operation_name], sort_keys=True,
                                    default=str)
             cached = self._cache_get(cache_key)
@@ -469,7 +539,7 @@ class App:
             self.metrics.add(cache_misses=1)
         if len(db_fields) > 1:
             self.metrics.add(multi_root_queries_total=1)
-        rows = self._fetch(db_fields) if db_fields else {}
+        rows = self._fetch(db_fields, delay_ms) if db_fields else {}
         data: dict[str, Any] = {}
         for p in planned:
             f = p.field
@@ -498,17 +568,26 @@ class App:
         return {"queryType": {"name": "Query"}, "mutationType": None, "subscriptionType": None,
                 "types": introspection_types(self.schema), "directives": []}
 
-    def _fetch(self, fields: list[_Planned]) -> dict[str, list[Any]]:
+    def _fetch(self, fields: list[_Planned], delay_ms: int = 0) -> dict[str, list[Any]]:
+        """One statement per root field. With `delay_ms` (the slow-query drill) each statement
+        first sleeps inside PostgreSQL, in a one-time InitPlan, so the time is spent in the
+        database and shows in pg_stat_activity and pg_stat_statements, not only here."""
         out: dict[str, list[Any]] = {}
         try:
             with self.db.pool.connection() as conn:
                 for p in fields:
                     assert p.query is not None
                     view = sql.Identifier(*p.query.view.split("."))
-                    stmt = sql.SQL("SELECT data FROM {} LIMIT %s").format(view)
-                    params: list[Any] = [p.limit]
+                    where = sql.SQL("")
+                    params: list[Any] = []
+                    if delay_ms:
+                        where = sql.SQL(" WHERE (SELECT true FROM pg_sleep(%s))")
+                        params.append(delay_ms / 1000)
+                    stmt = sql.SQL("SELECT data FROM {}{} LIMIT %s").format(view, where)
+                    params.append(p.limit)
                     if p.offset:
-                        stmt = sql.SQL("SELECT data FROM {} LIMIT %s OFFSET %s").format(view)
+                        stmt = sql.SQL("SELECT data FROM {}{} LIMIT %s OFFSET %s").format(
+                            view, where)
                         params.append(p.offset)
                     t0 = time.perf_counter()
                     try:
@@ -717,6 +796,24 @@ class App:
                             "entries": self.cache_entries()}
         summary["subscriptions"] = {"active": 0}
         return Response.json(200, summary)
+
+
+def _default_leak_cap() -> int:
+    """A quarter of MemAvailable (Linux), else 1 GiB; never above MAX_LEAK_BYTES."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return min(MAX_LEAK_BYTES, int(line.split()[1]) * 1024 // 4)
+    return 1 << 30
+
+
+def _malloc_trim() -> None:
+    """Return freed heap pages to the OS (glibc only; elsewhere freeing is enough)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)
 
 
 def first_line(exc: BaseException) -> str:

@@ -85,11 +85,23 @@ def main(argv: list[str] | None = None) -> int:
         _describe_database(settings.database_url), settings.pool_min_size,
         settings.pool_max_size, "on" if settings.routes_metrics() else "off",
         "on" if settings.routes_admin() else "off", policy, app.schema.source)
+    if settings.auth is not None:
+        auth = settings.auth
+        _log.info("OIDC auth: issuer %s, audience %s, jwks %s (cache %ss); discovery and JWKS "
+                  "served at %s", auth.issuer, auth.audience or ",".join(auth.additional_audiences),
+                  auth.jwks_uri or "from discovery", auth.jwks_cache_ttl_secs, app.idp.issuer)
+        if auth.required:  # info, not warning: a log-scanning playbook must not count it
+            _log.info("[auth] required = true is not enforced: the stand-in authenticates no "
+                      "GraphQL request")
     thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2},
                               name="http", daemon=True)
     thread.start()
+    watcher = threading.Thread(target=app.watch_faults, args=(stop,), name="faults",
+                               daemon=True)
+    watcher.start()
     while not stop.wait(1.0):
         pass
+    watcher.join(timeout=5.0)
     server.shutdown()
     server.server_close()
     app.db.close()

@@ -89,6 +89,25 @@ class TlsSettings:
     min_version: str = "1.2"
 
 
+@dataclass(frozen=True)
+class AuthSettings:
+    """The ``[auth]`` table: OIDC for GraphQL (fraiseql-core security/oidc/providers.rs,
+    OidcConfig). Unknown keys are ignored there (no deny_unknown_fields), so here too.
+
+    The stand-in validates the table as the server does at start but authenticates no request:
+    a sandbox config says ``required = false`` so the file says what the stand-in does.
+    """
+
+    issuer: str
+    audience: str | None = None
+    additional_audiences: tuple[str, ...] = ()
+    jwks_uri: str | None = None
+    jwks_cache_ttl_secs: int = 300
+    allowed_algorithms: tuple[str, ...] = ("RS256",)
+    clock_skew_secs: int = 60
+    required: bool = True
+
+
 @dataclass
 class Settings:
     """The effective server config after the file, the env overrides and validation."""
@@ -125,6 +144,7 @@ class Settings:
     metrics_json_path: str = "/metrics/json"
     tls: TlsSettings = field(default_factory=TlsSettings)
     pool_tuning: dict[str, Any] = field(default_factory=dict)
+    auth: AuthSettings | None = None
 
     def routes_metrics(self) -> bool:
         """Whether /metrics is mounted: enabled *and* a token set (else 404)."""
@@ -238,6 +258,7 @@ def load_settings(path: Path | None, environ: Mapping[str, str]) -> Settings:
     tls = raw.get("tls") or {}
     s.tls = _tls_settings(tls)
     s.pool_tuning = dict(raw.get("pool_tuning") or {})
+    s.auth = _auth_settings(raw["auth"]) if "auth" in raw else None
 
     # Env overrides, in the order the server's main applies them.
     if "DATABASE_URL" in environ:
@@ -296,6 +317,47 @@ def _tls_settings(tls: Mapping[str, Any]) -> TlsSettings:
     )
 
 
+_AUTH_KINDS = {
+    "issuer": "str", "audience": "str", "additional_audiences": "str_list", "jwks_uri": "str",
+    "jwks_cache_ttl_secs": "int", "allowed_algorithms": "str_list", "clock_skew_secs": "int",
+    "required": "bool", "scope_claim": "str", "require_jti": "bool",
+}
+
+
+def _auth_settings(auth: Mapping[str, Any]) -> AuthSettings:
+    """``[auth]`` as serde reads OidcConfig: `issuer` required, the rest defaulted."""
+    if "issuer" not in auth:
+        raise ConfigError("Invalid TOML config: missing field `issuer` in [auth]")
+    for key, kind in _AUTH_KINDS.items():
+        if key in auth:
+            _check_kind(f"auth.{key}", auth[key], kind)
+    return AuthSettings(
+        issuer=auth["issuer"],
+        audience=auth.get("audience"),
+        additional_audiences=tuple(auth.get("additional_audiences", ())),
+        jwks_uri=auth.get("jwks_uri"),
+        jwks_cache_ttl_secs=auth.get("jwks_cache_ttl_secs", 300),
+        allowed_algorithms=tuple(auth.get("allowed_algorithms", ("RS256",))),
+        clock_skew_secs=auth.get("clock_skew_secs", 60),
+        required=auth.get("required", True),
+    )
+
+
+def _validate_auth(auth: AuthSettings) -> None:
+    """OidcConfig::validate (providers.rs): the same four refusals, in the same order."""
+    if not auth.issuer:
+        raise ConfigError("OIDC issuer URL is required")
+    if not auth.issuer.startswith(("https://", "http://localhost", "http://127.0.0.1")):
+        raise ConfigError(
+            "OIDC issuer must use HTTPS (except localhost/127.0.0.1 for development)")
+    if auth.audience is None and not auth.additional_audiences:
+        raise ConfigError(
+            "OIDC audience is REQUIRED for security. Set 'audience' in auth config to your API "
+            "identifier.")
+    if not auth.allowed_algorithms:
+        raise ConfigError("At least one algorithm must be allowed")
+
+
 def _validate(s: Settings, raw: Mapping[str, Any], environ: Mapping[str, str]) -> None:
     """Mirror ServerConfig::validate (server_config/methods.rs): the same refusals, same order."""
     if s.metrics_enabled:
@@ -334,6 +396,8 @@ def _validate(s: Settings, raw: Mapping[str, Any], environ: Mapping[str, str]) -
                 raise ConfigError("require_client_cert is true but client_ca_path is not set")
             if not tls.client_ca_path.exists():
                 raise ConfigError(f"Client CA file not found: {tls.client_ca_path}")
+    if s.auth is not None:
+        _validate_auth(s.auth)
     replicas = raw.get("read_replica_urls", [])
     for key, what in (("read_replica_pin_after_write_ms", "the pin window"),
                       ("read_replica_max_lag_ms", "a staleness budget"),

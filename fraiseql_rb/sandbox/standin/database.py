@@ -1,9 +1,11 @@
-"""The database side: a psycopg pool that recovers quickly after PostgreSQL comes back, and
-a single-flight liveness probe for /health and /readiness.
+"""The database side: a psycopg pool that recovers quickly after PostgreSQL comes back, a
+single-flight liveness probe for /health and /readiness, and the connection leak of the
+pool-exhaustion drill.
 """
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from typing import Any
 
@@ -14,6 +16,7 @@ from .config import Settings
 from .metrics import PoolSnapshot
 
 HEALTH_DB_TIMEOUT_SECS = 2.0
+LEAK_CHECKOUT_TIMEOUT_SECS = 0.5  # per attempt: the fault watcher must stay responsive
 
 
 def _make_pool_class() -> type[ConnectionPool]:
@@ -63,6 +66,7 @@ class Database:
             },
         )
         self.max_size = settings.pool_max_size
+        self.leak = ConnectionLeak(self.pool)
         self._probe_lock = threading.Lock()
         self._probe: threading.Thread | None = None
         self._probe_result = False
@@ -71,6 +75,7 @@ class Database:
         self.pool.open(wait=False)
 
     def close(self) -> None:
+        self.leak.hold(0)
         self.pool.close(timeout=5.0)
 
     def snapshot(self) -> PoolSnapshot:
@@ -110,3 +115,45 @@ class Database:
         probe.join(timeout + 0.5)
         with self._probe_lock:
             return (not probe.is_alive()) and self._probe_result
+
+
+class ConnectionLeak:
+    """Pool connections checked out and never returned: the bug behind pool exhaustion.
+
+    Each leaked connection ran ``BEGIN; SELECT 1`` and then nothing, so PostgreSQL shows it
+    *idle in transaction* under the server's own application_name, and the pool counts it as
+    in use. `hold(n)` converges on n such connections (a bounded wait per checkout, so it is
+    called again until it gets there); `hold(0)` rolls them all back and returns them.
+    """
+
+    def __init__(self, pool: ConnectionPool) -> None:
+        self._pool = pool
+        self._held: list[psycopg.Connection[Any]] = []
+        self._lock = threading.Lock()
+
+    @property
+    def count(self) -> int:
+        with self._lock:
+            return len(self._held)
+
+    def hold(self, count: int) -> None:
+        with self._lock:
+            while len(self._held) > count:
+                self._give_back(self._held.pop())
+            while len(self._held) < count:
+                try:
+                    conn = self._pool.getconn(timeout=LEAK_CHECKOUT_TIMEOUT_SECS)
+                except (PoolTimeout, psycopg.Error):
+                    break  # the pool is busy or the database away: try again next time
+                try:
+                    conn.execute("BEGIN")
+                    conn.execute("SELECT 1")
+                except psycopg.Error:
+                    self._pool.putconn(conn)
+                    break
+                self._held.append(conn)
+
+    def _give_back(self, conn: psycopg.Connection[Any]) -> None:
+        with contextlib.suppress(psycopg.Error):
+            conn.execute("ROLLBACK")
+        self._pool.putconn(conn)

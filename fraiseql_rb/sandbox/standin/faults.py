@@ -1,5 +1,18 @@
 """Fault flags the sandbox drops into --state-dir (``faults.json``), read cheaply: one stat
 per request, parsed again only when the file changes.
+
+Each flag is ``name: {settings}``; the stand-in acts on these (anything else is ignored):
+
+- ``error-spike`` ``{"operation": "posts"}``: that operation fails with a database error.
+- ``slow-query`` ``{"delay_ms": 1500}``: every GraphQL database statement first sleeps in
+  PostgreSQL (``pg_sleep`` inside the statement), and the query result cache is bypassed so
+  every request pays it, as uncacheable traffic would.
+- ``memory-leak`` ``{"bytes_per_request": N, "max_bytes": M}``: N bytes kept per request, up to
+  M (default a quarter of the memory available when it starts, at most 4 GiB), freed when
+  the flag goes.
+- ``leak-connections`` ``{"count": N}``: N pool connections checked out and left idle in
+  transaction (``BEGIN; SELECT 1``) until the flag goes, then rolled back and returned.
+- ``oidc-down`` ``{}``: the discovery document and the JWKS answer 503.
 """
 
 from __future__ import annotations
@@ -46,5 +59,17 @@ class FaultFlags:
         if not isinstance(data, dict):
             return {}
         active = sorted(data)
-        _log.info("fault flags now: %s", ", ".join(active) if active else "none")
+        _log.debug("fault flags now: %s", ", ".join(active) if active else "none")
         return data
+
+
+def int_setting(settings: Any, key: str, default: int, low: int, high: int) -> int:
+    """An integer fault setting, clamped to [low, high]; `default` when absent or not an int.
+
+    Fault files are written by the sandbox, but a hand-edited one must not crash a request or
+    make the stand-in sleep for an hour.
+    """
+    value = settings.get(key, default) if isinstance(settings, dict) else default
+    if not isinstance(value, int) or isinstance(value, bool):
+        value = default
+    return max(low, min(high, value))
