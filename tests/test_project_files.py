@@ -49,3 +49,19 @@ def test_readme_test_command_is_what_ci_runs():
     ci = (REPO / ".ci" / "run").read_text().strip().splitlines()
     assert ci[-1].strip() == commands[1].strip()
     assert "fraiseql-rb demo" in commands[0]
+
+
+def test_readme_lists_every_sandbox_fault():
+    from fraiseql_rb.sandbox.faults import FAULTS
+
+    readme = (REPO / "README.md").read_text()
+    for name, fault in FAULTS.items():
+        assert f"| `{name}` | {fault.description} |" in readme, name
+
+
+def test_readme_lists_every_runbook():
+    from fraiseql_rb import runbooks
+
+    readme = (REPO / "README.md").read_text()
+    for name in runbooks.discover():
+        assert f"| `{name}` |" in readme, f"runbook {name} missing from README's table"
