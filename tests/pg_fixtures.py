@@ -1,6 +1,6 @@
 """pytest fixtures giving tests real, disposable PostgreSQL clusters (no mocks of PostgreSQL).
 
-Register from tests/conftest.py with ``from pg_fixtures import *`` (or
+Registered by the root conftest.py with ``from pg_fixtures import *`` (or
 ``pytest_plugins = ["pg_fixtures"]``). Clusters live in short directories under /tmp (unix
 socket paths are limited to 107 bytes) on free ports, and are stopped and deleted at teardown.
 """

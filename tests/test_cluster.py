@@ -24,7 +24,7 @@ from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER, Cluster, ClusterError
 if TYPE_CHECKING:
     from pg_fixtures import AuditSpec, PgPasswords
 
-# Fixtures (pg_cluster, make_cluster, ...) come from tests/pg_fixtures.py via tests/conftest.py.
+# Fixtures (pg_cluster, make_cluster, ...) come from tests/pg_fixtures.py via the root conftest.py.
 
 PUBLIC_TABLES = ("tb_user", "tb_post", "fraiseql_audit_logs")
 

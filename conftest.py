@@ -17,11 +17,15 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from pg_fixtures import *  # noqa: F403 - fixtures: pg_cluster, make_cluster
+
+# This file sits at the repository root so that it serves both tests/ and notebooks/ (nbval);
+# the PostgreSQL fixtures live in tests/pg_fixtures.py.
+sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+from pg_fixtures import *  # noqa: E402, F403 - fixtures: pg_cluster, make_cluster
 
 from fraiseql_rb.sandbox import manager
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent
 
 
 @dataclass

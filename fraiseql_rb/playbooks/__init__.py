@@ -1,0 +1,1 @@
+"""Incident playbooks (runbook §4): the checks and the diagnosis behind each incident notebook."""
