@@ -8,6 +8,7 @@ leaves the same record as a scheduled one.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
 import os
@@ -168,6 +169,10 @@ def _record_cell_errors(ctx: RunContext) -> None:
     shell = get_ipython()
     if shell is None:
         return
+    # httpx's connection pool imports trio when one is installed, and trio warns into the
+    # notebook when it finds our handler already in place: import it first, quietly.
+    with contextlib.suppress(ImportError):
+        import trio  # noqa: F401
 
     def handler(shell: Any, etype: type, value: BaseException, tb: Any,
                 tb_offset: int | None = None) -> Any:
