@@ -83,7 +83,10 @@ def crossing_time(projection: Projection, threshold: float, *,
     slope = projection.slope_per_day
     if slope == 0 or (slope > 0) != upward:
         return None
-    return projection.at_days((threshold - projection.intercept) / slope)
+    try:
+        return projection.at_days((threshold - projection.intercept) / slope)
+    except OverflowError:  # so slow that it lands past year 9999: not approaching
+        return None
 
 
 def trend_points(projection: Projection, start: datetime, end: datetime,

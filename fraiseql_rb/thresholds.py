@@ -77,3 +77,8 @@ SCALE_UP = {
     "latency_p95": RESPONSE_TIME_MS,
     "disk": DISK_USED,
 }
+
+# §3.2 alert thresholds the dashboards draw (the shipped rules file holds the same numbers).
+CACHE_HIT_RATIO_MIN = 0.7  # LowCacheHitRatio: fraiseql_cache_hit_ratio < 0.7 for 10m
+POOL_ACTIVE_SHARE_MAX = 0.9  # ConnectionPoolNearCapacity: 45 active of a 50-connection pool
+DB_ERRORS_PER_S_MAX = 10.0  # HighDatabaseErrorRate: more than 10 errors/s for 5m
