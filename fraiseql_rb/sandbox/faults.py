@@ -226,11 +226,25 @@ def _pool_exhaustion(sb: Sandbox) -> None:
     _clear_query_cache(sb)
 
 
+def _pool_active(sb: Sandbox) -> int | None:
+    """The stand-in's own count of pool connections in use (/metrics/json)."""
+    try:
+        response = httpx.get(f"{sb.server_url}/metrics/json", verify=_verify(sb), timeout=3,
+                             headers={"Authorization": f"Bearer {sb.secret('metrics_token')}"})
+        return int(response.json()["pool_connections_active"])
+    except (httpx.HTTPError, ValueError, KeyError):
+        return None
+
+
 def _pool_exhaustion_heal(sb: Sandbox) -> None:
     _behaviour("leak-connections", None)(sb)
     if server.pid(sb) is not None and sb.cluster.is_running():
         _wait(lambda: _count_sessions(sb, STANDIN_APPLICATION, "idle in transaction") == 0,
               "the stand-in returning its pool connections")
+        # the sessions may be gone because someone terminated them: the heal is over only
+        # when the stand-in itself has let go of them too, or a new inject would not take
+        _wait(lambda: (_pool_active(sb) or 0) < server.POOL_MAX,
+              "the stand-in's pool to have free connections")
 
 
 # ---- auth-attack: audit rows plus live failed logins ----------------------------------------
