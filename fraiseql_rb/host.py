@@ -63,6 +63,18 @@ def memory_total() -> tuple[int, str]:
     return total, "/proc/meminfo MemTotal"
 
 
+def process_memory(pid: int) -> dict[str, int]:
+    """VmRSS and its split (RssAnon = heap and stacks, RssFile, RssShmem), VmHWM, in bytes."""
+    out = {}
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        key, _, rest = line.partition(":")
+        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM") and rest.strip():
+            out[key] = int(rest.split()[0]) * 1024
+    if "VmRSS" not in out:
+        raise RuntimeError(f"/proc/{pid}/status has no VmRSS (a kernel thread?)")
+    return out
+
+
 def facts() -> HostFacts:
     cpus, cpu_source = cpu_count()
     memory, memory_source = memory_total()

@@ -137,6 +137,8 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
                     str(request.runbook.path), str(executed),
                     parameters=request.parameters, kernel_name="python3",
                     progress_bar=False, log_output=False, execution_timeout=CELL_TIMEOUT_S,
+                    # the kernel talks to us over loopback only; its TCP notice is noise
+                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
                     cwd=os.getcwd(),
                 )
         except Exception as exc:  # noqa: BLE001 - any failure is recorded, not raised
@@ -149,6 +151,9 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
     if progress:
         print(f"{name}: {status.upper()} ({len(findings['findings'])} findings)",
               file=sys.stderr)
+    for finding in findings["findings"]:
+        if finding["check"] == "notebook.error":  # say why in one line, as for bad input
+            print(f"fraiseql-rb: {finding['summary']}", file=sys.stderr)
     return RunResult(name, artifact_dir, status, findings)
 
 

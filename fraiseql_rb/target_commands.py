@@ -7,6 +7,7 @@ a token.
 
 from __future__ import annotations
 
+import re
 import subprocess
 import time
 from dataclasses import dataclass
@@ -16,6 +17,26 @@ from .context import RunContext, check
 from .findings import Finding, Status
 
 COMMAND_TIMEOUT_S = 60.0
+
+# Where status commands print the server's pid.
+_PID_PATTERNS = (
+    re.compile(r"Main PID:\s*(\d+)"),  # systemctl status
+    re.compile(r"^\s*MainPID=(\d+)\s*$", re.M),  # systemctl show -p MainPID
+    re.compile(r'"Pid"\s*:\s*(\d+)'),  # docker inspect (JSON)
+    re.compile(r"^\s*(\d+)\s*$", re.M),  # docker inspect -f '{{.State.Pid}}', pidof, pgrep
+)
+
+
+def parse_pid(output: str) -> int | None:
+    """The server's pid in a status command's output; None when absent, 0 (not running) or
+    ambiguous (several bare pids, as `pidof` prints for several processes)."""
+    for pattern in _PID_PATTERNS[:3]:
+        if m := pattern.search(output):
+            return int(m.group(1)) or None
+    bare = _PID_PATTERNS[3].findall(output)
+    if len(bare) == 1:
+        return int(bare[0]) or None
+    return None
 
 
 @dataclass(frozen=True)

@@ -30,7 +30,6 @@ otherwise, with the dates in the evidence.
 from __future__ import annotations
 
 import functools
-import re
 import shutil
 import time
 from dataclasses import dataclass, field
@@ -59,7 +58,6 @@ MIN_TREND_SPAN = timedelta(hours=6)  # less history than this is not a trend wor
 SAMPLES = 3  # direct samples of connections and memory, spread over sample_interval_s
 # postgres_exporter's size gauge (not in metrics.CATALOG, which covers FraiseQL's own series)
 DATABASE_SIZE_SERIES = "pg_database_size_bytes"
-_MAIN_PID = re.compile(r"Main PID:\s*(\d+)")
 
 # Rows the audit log gained per UTC hour since the range began (aggregated in PostgreSQL).
 AUDIT_GROWTH_SQL = """
@@ -122,10 +120,9 @@ def server_pid(board: Board) -> tuple[int | None, str]:
     if not host.is_local(target.fraiseql_url):
         return None, "the server does not run on this machine"
     result = target_commands.run(board.run, "status_command", timeout_s=15)
-    found = _MAIN_PID.search(result.stdout)
-    if not found:
-        return None, "status_command printed no 'Main PID:' line"
-    pid = int(found.group(1))
+    pid = target_commands.parse_pid(result.stdout)
+    if pid is None:
+        return None, "status_command printed no pid (Main PID: N, MainPID=N, \"Pid\": N)"
     if not Path(f"/proc/{pid}/status").is_file():
         return None, f"pid {pid} from status_command is not running here"
     return pid, f"pid {pid} from status_command"
@@ -134,12 +131,9 @@ def server_pid(board: Board) -> tuple[int | None, str]:
 def rss_bytes(pid: int) -> int | None:
     """VmRSS of a process from /proc (None once it is gone)."""
     try:
-        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1]) * 1024
-    except OSError:
+        return host.process_memory(pid)["VmRSS"]
+    except (OSError, RuntimeError):
         return None
-    return None
 
 
 @dataclass

@@ -33,11 +33,9 @@ reason (the vocabulary has no `unknown` code; the status carries it).
 
 from __future__ import annotations
 
-import re
 import time
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 from typing import Any
 
 import pandas as pd
@@ -103,36 +101,8 @@ def _mb(value: float | None) -> str:
 
 # -- step 1: where the resident memory is read from ------------------------------------------
 
-_PID_PATTERNS = (
-    re.compile(r"Main PID:\s*(\d+)"),  # systemctl status
-    re.compile(r"^\s*MainPID=(\d+)\s*$", re.M),  # systemctl show -p MainPID
-    re.compile(r'"Pid"\s*:\s*(\d+)'),  # docker inspect (JSON)
-    re.compile(r"^\s*(\d+)\s*$"),  # docker inspect -f '{{.State.Pid}}', pidof, pgrep
-)
-
-
-def parse_pid(output: str) -> int | None:
-    """The server's pid in a status command's output; None when absent, 0 (not running) or
-    ambiguous (several bare pids, as `pidof` prints for several processes)."""
-    for pattern in _PID_PATTERNS[:3]:
-        if m := pattern.search(output):
-            return int(m.group(1)) or None
-    bare = _PID_PATTERNS[3].findall(output)
-    if len(bare) == 1:
-        return int(bare[0]) or None
-    return None
-
-
-def proc_memory(pid: int) -> dict[str, int]:
-    """VmRSS and its split (RssAnon = heap and stacks, RssFile, RssShmem) in bytes."""
-    out = {}
-    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-        key, _, rest = line.partition(":")
-        if key in ("VmRSS", "RssAnon", "RssFile", "RssShmem", "VmHWM") and rest.strip():
-            out[key] = int(rest.split()[0]) * 1024
-    if "VmRSS" not in out:
-        raise RuntimeError(f"/proc/{pid}/status has no VmRSS (a kernel thread?)")
-    return out
+parse_pid = target_commands.parse_pid
+proc_memory = host.process_memory
 
 
 @dataclass(frozen=True)

@@ -50,6 +50,9 @@ AUTH_ATTACK_EVENTS = 600
 AUTH_ATTACK_HOURS = 1.5  # so all of them stay "in the last 2 hours" for half an hour
 AUTH_ATTACK_ATTEMPTS = 30  # live wrong-token requests: 9 answered 403, then 429
 ATTACKER_ADDRESS = "127.0.0.2"  # the limiter blocks this one, never 127.0.0.1
+CSRF_ATTACK_EVENTS = 300
+SQLI_ATTACK_EVENTS = 240
+BURST_HOURS = 2.0  # csrf-attack and sqli-attack: all in the last 2 hours
 STANDIN_APPLICATION = "fraiseql-standin"  # the stand-in's application_name in PostgreSQL
 WAIT_S = 10.0
 
@@ -315,6 +318,80 @@ def _auth_attack_heal(sb: Sandbox) -> None:
     sb.save()
 
 
+# ---- csrf-attack, sqli-attack: audit rows only ------------------------------------------------
+
+
+def burst_ips(seed: int, offset: int) -> list[str]:
+    """Three attacker addresses, one per RFC 5737 range, none of which the generated history
+    uses; `offset` 0 gives auth-attack's (`attack_ips`), 1 csrf-attack's, 2 sqli-attack's, so
+    every drill's addresses are its own and its counts exactly what it inserted."""
+    background = set(audit_data.ip_pool(seed))
+    picked = []
+    for net in audit_data.DOC_NETWORKS:
+        hosts = list(ipaddress.ip_network(net).hosts())
+        unused = [str(h) for h in reversed(hosts) if str(h) not in background]
+        picked.append(unused[offset])
+    return picked
+
+
+@dataclass(frozen=True)
+class _Burst:
+    """A burst of one audit event type from three addresses, recorded in sandbox.json under
+    `key` (id range, rows, addresses) so that heal deletes exactly those rows."""
+
+    key: str
+    event_type: str
+    events: int
+    offset: int
+    hours: float = BURST_HOURS
+
+    def ips(self, sb: Sandbox) -> list[str]:
+        return burst_ips(int(sb.state.get("seed", 42)), self.offset)
+
+    def inject(self, sb: Sandbox) -> None:
+        self.heal(sb)  # a second inject replaces the first burst, never adds to it
+        ips = self.ips(sb)
+        table = audit_data.AUDIT_TABLE
+        with sb.cluster.connect(pgcluster.APP_DB) as conn, conn.transaction():
+            row = conn.execute(f"SELECT coalesce(max(id), 0) FROM {table}").fetchone()
+            before = int(row[0]) if row else 0
+            audit_data.insert_burst(conn, self.event_type, ips, self.events, hours=self.hours)
+            first, last, rows = conn.execute(
+                f"SELECT min(id), max(id), count(*) FROM {table} "
+                "WHERE id > %s AND event_type = %s AND ip_address = ANY(%s::inet[])",
+                (before, self.event_type, ips)).fetchone() or (None, None, 0)
+        sb.state[self.key] = {"first_id": first, "last_id": last, "rows": rows, "ips": ips,
+                              "event_type": self.event_type}
+        sb.save()
+
+    def heal(self, sb: Sandbox) -> None:
+        """Delete exactly the rows the inject recorded (their id range, type, addresses)."""
+        record = sb.state.get(self.key)
+        if not record:
+            return
+        if record.get("rows"):
+            with sb.cluster.connect(pgcluster.APP_DB) as conn:
+                conn.execute(f"DELETE FROM {audit_data.AUDIT_TABLE} "
+                             "WHERE id BETWEEN %s AND %s AND event_type = %s "
+                             "AND ip_address = ANY(%s::inet[])",
+                             (record["first_id"], record["last_id"], self.event_type,
+                              record["ips"]))
+        sb.state.pop(self.key, None)
+        sb.save()
+
+    def describe(self) -> str:
+        return (f"{self.events} {self.event_type} audit events from 3 addresses (not "
+                f"auth-attack's) over the last {self.hours:g} hours; healed, exactly those "
+                "rows deleted")
+
+    def fault(self) -> Fault:
+        return Fault(self.describe(), _all_or_nothing(self.inject, self.heal), self.heal)
+
+
+CSRF_ATTACK = _Burst("csrf_attack", "csrf_failure", CSRF_ATTACK_EVENTS, offset=1)
+SQLI_ATTACK = _Burst("sqli_attack", "sql_injection_attempt", SQLI_ATTACK_EVENTS, offset=2)
+
+
 # ---- cert-expired ---------------------------------------------------------------------------
 
 
@@ -387,6 +464,8 @@ FAULTS: dict[str, Fault] = {
         f"{AUTH_ATTACK_HOURS:g} hours, plus {AUTH_ATTACK_ATTEMPTS} live wrong-token requests to "
         f"/metrics from {ATTACKER_ADDRESS} (403, then 429); healed, exactly those rows deleted",
         _all_or_nothing(_auth_attack, _auth_attack_heal), _auth_attack_heal),
+    "csrf-attack": CSRF_ATTACK.fault(),
+    "sqli-attack": SQLI_ATTACK.fault(),
     "oidc-down": Fault(
         "the identity provider is down: the stand-in's /.well-known/openid-configuration and "
         "/.well-known/jwks.json answer 503",
