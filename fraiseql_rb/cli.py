@@ -11,7 +11,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, paths, runbooks, secrets
+from . import __version__, paths, secrets
 from .errors import EXIT_UNKNOWN, EXIT_USAGE, RunbookError
 
 
@@ -31,6 +31,8 @@ def _parameter_pairs(values: list[list[str]] | None) -> dict[str, str]:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
+    from . import runbooks
+
     found = runbooks.discover()
     if not found:
         print(f"no runbooks found under {paths.notebooks_dir()}", file=sys.stderr)
@@ -73,9 +75,14 @@ def cmd_lint_alerts(args: argparse.Namespace) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else paths.sandbox_dir()
+    if args.sandbox_command == "service":
+        # the inventory's status/logs/restart commands: keep them quick, import little
+        from .sandbox import server
+
+        return server.service(directory, args.action, lines=args.lines)
     from .sandbox import manager
 
-    directory = Path(args.dir) if args.dir else paths.sandbox_dir()
     if args.sandbox_command == "up":
         info = manager.up(directory, audit_events=args.audit_events, seed=args.seed)
         print(info.inventory)
@@ -95,8 +102,6 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     if args.sandbox_command == "heal":
         print(manager.heal(directory, args.name))
         return 0
-    if args.sandbox_command == "service":
-        return manager.service(directory, args.action, lines=args.lines)
     raise AssertionError(args.sandbox_command)
 
 
