@@ -29,7 +29,8 @@ PLAYBOOKS: dict[str, tuple[list[str], float]] = {
     "high-query-latency": (["-p", "window_s", "2"], 2.0),
     "memory-leak": (["-p", "window_s", "2", "-p", "interval_s", "1"], 2.0),
     "auth-failures": (["-p", "rate_sample_s", "1"], 1.0),
-    "connection-pool-exhaustion": (["-p", "observe_s", "1"], 1.0),
+    # observe_s, plus pool_gauges' three scrapes one second apart
+    "connection-pool-exhaustion": (["-p", "observe_s", "1"], 3.0),
 }
 
 

@@ -183,6 +183,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except RunbookError as exc:
         print(f"fraiseql-rb: {secrets.mask(str(exc))}", file=sys.stderr)
         return exc.exit_code
+    except BrokenPipeError:  # `fraiseql-rb list | head`: the reader left, nothing to say
+        sys.stderr.close()
+        return 0
     except KeyboardInterrupt:
         print("fraiseql-rb: interrupted", file=sys.stderr)
         return 130
