@@ -312,12 +312,15 @@ def counts(ctx: RunContext, start: datetime, end: datetime,
     return pd.DataFrame({"kind": chosen, "count": [int(found.get(k, 0)) for k in chosen]})
 
 
-HOURLY_SQL = """
+HOUR = timedelta(hours=1)
+DAY = timedelta(days=1)
+
+BUCKETS_SQL = """
 {rules},
 hits AS (
     SELECT r.kind,
-           floor(extract(epoch FROM a."timestamp" - %(start)s::timestamptz) / 3600)::int
-               AS slot,
+           floor(extract(epoch FROM a."timestamp" - %(start)s::timestamptz)
+                 / %(width_s)s)::int AS slot,
            count(*) AS n
     FROM rules AS r
     JOIN {table} AS a
@@ -326,7 +329,7 @@ hits AS (
      AND a."timestamp" >= %(start)s AND a."timestamp" < %(end)s
     GROUP BY 1, 2
 )
-SELECT %(start)s::timestamptz + s.slot * interval '1 hour' AS hour, k.kind,
+SELECT %(start)s::timestamptz + s.slot * %(width)s::interval AS bucket, k.kind,
        coalesce(sum(h.n), 0)::bigint AS count
 FROM generate_series(0, %(slots)s - 1) AS s(slot)
 CROSS JOIN unnest(%(kinds)s::text[]) WITH ORDINALITY AS k(kind, pos)
@@ -336,28 +339,39 @@ ORDER BY s.slot, k.pos
 """
 
 
+def buckets(ctx: RunContext, start: datetime, end: datetime,
+            kinds: Iterable[str] | None = None, *, width: timedelta = DAY) -> pd.DataFrame:
+    """Events per bucket and kind: DataFrame(bucket, kind, count), buckets `width` long from
+    `start` (the last may be partial), every bucket and kind, zeros included."""
+    chosen, (start, end) = _kinds(kinds), _window(start, end)
+    if width <= timedelta(0):
+        raise ValueError("the bucket width must be positive")
+    slots = max(0, math.ceil((end - start) / width))
+    columns = ["bucket", "kind", "count"]
+    if slots == 0:
+        return _frame([], columns)
+    src = source(ctx)
+    if src.is_table:
+        rows = _query(ctx, src, BUCKETS_SQL, _params(
+            src, chosen, start=start, end=end, slots=slots, width=width,
+            width_s=width.total_seconds()))
+    else:
+        per: Counter[tuple[int, str]] = Counter()
+        for e in _scan(src, chosen, start, end):
+            per[(int((e.ts - start) / width), e.kind)] += 1
+        rows = [{"bucket": start + s * width, "kind": k, "count": per.get((s, k), 0)}
+                for s in range(slots) for k in chosen]
+    frame = _frame(rows, columns)
+    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
+    frame["count"] = frame["count"].astype(int)
+    return frame
+
+
 def hourly(ctx: RunContext, start: datetime, end: datetime,
            kinds: Iterable[str] | None = None) -> pd.DataFrame:
     """Events per hour and kind: DataFrame(hour, kind, count), every hour of the window
     (the first at `start`; the last may be partial) and every kind, zeros included."""
-    chosen, (start, end) = _kinds(kinds), _window(start, end)
-    slots = _slots(start, end)
-    src = source(ctx)
-    if slots == 0:
-        return _frame([], ["hour", "kind", "count"])
-    if src.is_table:
-        rows = _query(ctx, src, HOURLY_SQL,
-                      _params(src, chosen, start=start, end=end, slots=slots))
-    else:
-        per: Counter[tuple[int, str]] = Counter()
-        for e in _scan(src, chosen, start, end):
-            per[(int((e.ts - start).total_seconds() // 3600), e.kind)] += 1
-        rows = [{"hour": start + timedelta(hours=s), "kind": k, "count": per.get((s, k), 0)}
-                for s in range(slots) for k in chosen]
-    frame = _frame(rows, ["hour", "kind", "count"])
-    frame["hour"] = pd.to_datetime(frame["hour"], utc=True)
-    frame["count"] = frame["count"].astype(int)
-    return frame
+    return buckets(ctx, start, end, kinds, width=HOUR).rename(columns={"bucket": "hour"})
 
 
 TOP_SQL = """

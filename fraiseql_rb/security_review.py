@@ -32,7 +32,6 @@ they run with a longer statement timeout (`MONTH_STATEMENT_TIMEOUT_MS`).
 
 from __future__ import annotations
 
-import math
 import re
 from collections import Counter
 from collections.abc import Iterable
@@ -216,59 +215,9 @@ def hourly_plot(ctx: RunContext, start: datetime, end: datetime, *,
 
 # ---- counts per bucket (the weekly trend, the monthly days) ---------------------------------
 
-DAY = timedelta(days=1)
+DAY = audit.DAY
 
-BUCKETS_SQL = """
-{rules},
-hits AS (
-    SELECT r.kind,
-           floor(extract(epoch FROM a."timestamp" - %(start)s::timestamptz)
-                 / %(width_s)s)::int AS slot,
-           count(*) AS n
-    FROM rules AS r
-    JOIN {table} AS a
-      ON a.event_type = r.event_type AND {outcome}
-     AND a.event_type = ANY(%(event_types)s::text[])
-     AND a."timestamp" >= %(start)s AND a."timestamp" < %(end)s
-    GROUP BY 1, 2
-)
-SELECT %(start)s::timestamptz + s.slot * %(width)s::interval AS bucket, k.kind,
-       coalesce(sum(h.n), 0)::bigint AS count
-FROM generate_series(0, %(slots)s - 1) AS s(slot)
-CROSS JOIN unnest(%(kinds)s::text[]) WITH ORDINALITY AS k(kind, pos)
-LEFT JOIN hits AS h ON h.kind = k.kind AND h.slot = s.slot
-GROUP BY s.slot, k.kind, k.pos
-ORDER BY s.slot, k.pos
-"""
-
-
-def buckets(ctx: RunContext, start: datetime, end: datetime,
-            kinds: Iterable[str] | None = None, *, width: timedelta = DAY) -> pd.DataFrame:
-    """Events per bucket and kind: DataFrame(bucket, kind, count), buckets `width` long from
-    `start` (the last may be partial), every bucket and kind, zeros included. What
-    `audit.hourly` is for hours, for any width (days for the week and the month)."""
-    chosen, (start, end) = audit._kinds(kinds), audit._window(start, end)
-    if width <= timedelta(0):
-        raise ValueError("the bucket width must be positive")
-    slots = max(0, math.ceil((end - start) / width))
-    columns = ["bucket", "kind", "count"]
-    if slots == 0:
-        return audit._frame([], columns)
-    src = audit.source(ctx)
-    if src.is_table:
-        rows = audit._query(ctx, src, BUCKETS_SQL, audit._params(
-            src, chosen, start=start, end=end, slots=slots, width=width,
-            width_s=width.total_seconds()))
-    else:
-        per: Counter[tuple[int, str]] = Counter()
-        for e in audit._scan(src, chosen, start, end):
-            per[(int((e.ts - start) / width), e.kind)] += 1
-        rows = [{"bucket": start + s * width, "kind": k, "count": per.get((s, k), 0)}
-                for s in range(slots) for k in chosen]
-    frame = audit._frame(rows, columns)
-    frame["bucket"] = pd.to_datetime(frame["bucket"], utc=True)
-    frame["count"] = frame["count"].astype(int)
-    return frame
+buckets = audit.buckets  # the weekly trend and the month's days: buckets a day wide
 
 
 # ---- weekly: rate limiting by user, certificates, the week's trend --------------------------
