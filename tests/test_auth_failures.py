@@ -5,10 +5,8 @@ PostgreSQL cause on a real cluster: a wrong password (28P01) and an expired role
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from drill_helpers import by_check, diagnosis_of, findings_of
 
 from fraiseql_rb import inventory
 from fraiseql_rb.context import RunContext
@@ -21,21 +19,6 @@ from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER, SUPERUSER
 drill = pytest.mark.drill
 RUNBOOK = "auth-failures"
 FAST = ("-p", "rate_sample_s", "1")  # the two /metrics scrapes need not be 10 s apart here
-
-
-def findings_of(result) -> dict:
-    artifact = Path(result.stdout.strip().splitlines()[-1])
-    return json.loads((artifact / "findings.json").read_text())
-
-
-def by_check(data: dict) -> dict[str, dict]:
-    return {f["check"]: f for f in data["findings"]}
-
-
-def diagnosis_of(data: dict) -> dict:
-    found = [f for f in data["findings"] if f["check"] == "diagnosis"]
-    assert len(found) == 1, [f["check"] for f in data["findings"]]
-    return found[0]
 
 
 def require_fault(name: str) -> None:

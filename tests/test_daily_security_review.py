@@ -5,12 +5,11 @@ days of generated history included) exits 0."""
 
 from __future__ import annotations
 
-import json
 import statistics
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
+from drill_helpers import by_check, findings_of
 
 from fraiseql_rb import inventory, security_review
 from fraiseql_rb.context import RunContext
@@ -23,15 +22,6 @@ RUNBOOK = "daily-security-review"
 END = datetime(2026, 3, 4, 6, 0, tzinfo=UTC)
 START = END - timedelta(hours=24)
 HISTORY = [20, 22, 18, 21, 19, 20, 20]  # auth failures on each of the 7 previous days
-
-
-def findings_of(result) -> dict:
-    artifact = Path(result.stdout.strip().splitlines()[-1])
-    return json.loads((artifact / "findings.json").read_text())
-
-
-def by_check(data: dict) -> dict[str, dict]:
-    return {f["check"]: f for f in data["findings"]}
 
 
 @pytest.fixture

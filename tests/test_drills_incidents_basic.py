@@ -5,7 +5,6 @@ service-down's parsing and diagnosis on states the sandbox has no fault for."""
 
 from __future__ import annotations
 
-import json
 import ssl
 import tomllib
 from pathlib import Path
@@ -13,6 +12,7 @@ from typing import Any
 
 import httpx
 import pytest
+from drill_helpers import by_check, diagnosis_of, findings_of
 
 from fraiseql_rb import inventory
 from fraiseql_rb.context import RunContext
@@ -23,21 +23,6 @@ from fraiseql_rb.sandbox import manager, server
 from fraiseql_rb.sandbox.cluster import free_port
 
 drill = pytest.mark.drill
-
-
-def findings_of(result) -> dict:
-    artifact = Path(result.stdout.strip().splitlines()[-1])
-    return json.loads((artifact / "findings.json").read_text())
-
-
-def by_check(data: dict) -> dict[str, dict]:
-    return {f["check"]: f for f in data["findings"]}
-
-
-def diagnosis_of(data: dict) -> dict:
-    found = [f for f in data["findings"] if f["check"] == "diagnosis"]
-    assert len(found) == 1, [f["check"] for f in data["findings"]]
-    return found[0]
 
 
 def inventory_value(sandbox, key: str) -> Any:

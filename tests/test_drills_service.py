@@ -3,21 +3,10 @@ the CLI, assert the verdict; and a healthy sandbox raises no alarm."""
 
 from __future__ import annotations
 
-import json
-from pathlib import Path
-
 import pytest
+from drill_helpers import by_check, findings_of
 
 pytestmark = pytest.mark.drill
-
-
-def findings_of(result) -> dict:
-    artifact = Path(result.stdout.strip().splitlines()[-1])
-    return json.loads((artifact / "findings.json").read_text())
-
-
-def by_check(data: dict) -> dict[str, dict]:
-    return {f["check"]: f for f in data["findings"]}
 
 
 def test_healthy_sandbox_exits_0(healthy_sandbox):

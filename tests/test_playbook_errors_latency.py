@@ -16,6 +16,7 @@ from pathlib import Path
 
 import psycopg
 import pytest
+from drill_helpers import by_check, diagnosis_of
 
 from fraiseql_rb import inventory, metrics
 from fraiseql_rb.context import RunContext
@@ -38,16 +39,6 @@ def findings_of(result) -> dict:
 
 def _not_json(token: str) -> None:
     raise AssertionError(f"findings.json holds {token}, which is not JSON")
-
-
-def by_check(data: dict) -> dict[str, dict]:
-    return {f["check"]: f for f in data["findings"]}
-
-
-def diagnosis_of(data: dict) -> dict:
-    found = [f for f in data["findings"] if f["check"] == "diagnosis"]
-    assert len(found) == 1, [f["check"] for f in data["findings"]]
-    return found[0]
 
 
 def explain(result) -> str:

@@ -6,13 +6,12 @@ the decision rules on evidence the sandbox has no fault for (no PostgreSQL invol
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 from typing import Any
 
 import psycopg
 import pytest
+from drill_helpers import by_check, diagnosis_of, findings_of
 
 from fraiseql_rb import inventory
 from fraiseql_rb.context import RunContext
@@ -25,21 +24,6 @@ from fraiseql_rb.sandbox import manager
 drill = pytest.mark.drill
 STANDIN = "fraiseql-standin"  # the stand-in's application_name (sandbox/faults.py)
 IDLE = ("idle in transaction", "idle in transaction (aborted)")
-
-
-def findings_of(result) -> dict:
-    artifact = Path(result.stdout.strip().splitlines()[-1])
-    return json.loads((artifact / "findings.json").read_text())
-
-
-def by_check(data: dict) -> dict[str, dict]:
-    return {f["check"]: f for f in data["findings"]}
-
-
-def diagnosis_of(data: dict) -> dict:
-    found = [f for f in data["findings"] if f["check"] == "diagnosis"]
-    assert len(found) == 1, [f["check"] for f in data["findings"]]
-    return found[0]
 
 
 def need_fault(name: str) -> None:
