@@ -88,5 +88,9 @@ def test_operational_checklist_on_a_healthy_sandbox(healthy_sandbox, phase):
 
 
 def test_checklist_refuses_an_unknown_phase(sandbox):
+    """The phase is a declared choice: refused before a kernel starts (exit 64, one line)."""
     result = sandbox.run("operational-checklist", "-p", "phase", "someday")
-    assert result.returncode == 3
+    assert result.returncode == 64, result.stderr
+    assert "must be one of pre-production, post-deployment, got 'someday'" in result.stderr
+    assert "Traceback" not in result.stderr and len(result.stderr.strip().splitlines()) == 1
+    assert result.stdout == ""

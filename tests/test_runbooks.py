@@ -10,12 +10,14 @@ from fraiseql_rb.errors import UsageError
 def test_parameters_cell_types_and_help():
     params = runbooks.parse_parameters(
         'target = "sandbox"  # the target\nincident_id = None\nexecute: bool = False\n'
-        "window: int = 24  # hours\nratio = 0.5\nnames: list[str] | None = None\n", "t")
+        "window: int = 24  # hours [1..720]\nratio = 0.5\nnames: list[str] | None = None\n"
+        'limit: "Optional[int]" = None  # cap\n', "t")
     assert {n: p.type for n, p in params.items()} == {
         "target": "str", "incident_id": "str | None", "execute": "bool", "window": "int",
-        "ratio": "float", "names": "list | None"}
+        "ratio": "float", "names": "list | None", "limit": "int | None"}
     assert params["target"].help == "the target"
     assert params["window"].help == "hours"
+    assert params["window"].constraint.describe() == "in 1..720"
 
 
 @pytest.mark.parametrize(("kind", "raw", "expected"), [
@@ -55,6 +57,7 @@ def test_every_notebook_follows_the_conventions():
         tagged = [c for c in nb.cells if "parameters" in c.metadata.get("tags", [])]
         assert len(tagged) == 1, f"{path}: {len(tagged)} parameters cells"
         assert "target" in runbooks.parse_parameters(tagged[0].source, str(path))
+        assert isinstance(nb.metadata["fraiseql_rb"]["requires"], list), f"{path}: no requires"
         assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# ")
         assert path.parent.name in runbooks.SECTIONS
         assert nb.metadata["kernelspec"]["name"] == "python3"
