@@ -8,9 +8,12 @@ registered with `secrets` so that it is masked wherever it might be displayed.
 
 from __future__ import annotations
 
+import datetime as dt
+import json
 import os
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -19,20 +22,172 @@ from urllib.parse import quote, urlsplit, urlunsplit
 from . import paths, secrets
 from .errors import InventoryError, SecretError
 
-# Keys DESIGN.md defines, plus those later runbooks read. Unknown keys are kept (forward
-# compatible) but listed by `Inventory.unknown_keys` so a typo can be reported.
-KNOWN_KEYS = {
-    "fraiseql_url", "database_url", "prometheus_url", "redis_url", "config_path",
-    "replica_database_url", "admin_database_url", "backup_dir", "wal_archive_dir",
-    "restart_command", "status_command", "logs_command", "instances", "ha", "audit_source",
-    "ca_bundle", "description", "oidc_issuer",
-}
 SECRET_NAMES = {
     "metrics_token", "admin_token", "database_password", "replica_database_password",
     "admin_database_password", "redis_password",
 }
 PATH_KEYS = {"config_path", "backup_dir", "wal_archive_dir", "ca_bundle"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+_ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+# libpq's other form, `host=db dbname=fraiseql user=app`, which psycopg accepts as well.
+_CONNINFO = re.compile(r"^\s*[A-Za-z_]+\s*=")
+_CONNINFO_PASSWORD = re.compile(r"(\bpassword\s*=\s*)('(?:[^'\\]|\\.)*'|[^\s']+)")
+
+
+@dataclass(frozen=True)
+class KeyType:
+    """What one inventory key must hold, checked when the file is read: a typo is a usage
+    error (exit 64) before any kernel starts, not a CRITICAL finding that pages someone."""
+
+    expect: str  # finishes "targets.NAME.KEY must be ..."
+    accepts: Callable[[Any], bool]
+    item: KeyType | None = None  # for lists: what each element must be
+    secret: bool = False  # never echo the value in an error
+
+
+def _url(schemes: tuple[str, ...], *, host: bool = True) -> Callable[[Any], bool]:
+    """A URL string with one of `schemes` and (unless `host` is False) a host.
+
+    `${VAR}` parts are read at use, so they stand in for anything here; a value that is
+    only a variable cannot be checked until then."""
+
+    def accepts(value: Any) -> bool:
+        if not isinstance(value, str):
+            return False
+        if value.startswith("${"):
+            return True
+        try:
+            parts = urlsplit(_VAR.sub("0", value.strip()))
+            parts.port  # noqa: B018 - raises ValueError on a port that is not a number
+        except ValueError:
+            return False
+        return parts.scheme.lower() in schemes and (bool(parts.hostname) or not host)
+
+    return accepts
+
+
+def _postgres_url(value: Any) -> bool:
+    # libpq allows no host (a Unix socket: postgresql:///fraiseql?host=/run/postgresql)
+    return (_url(("postgres", "postgresql"), host=False)(value)
+            or (isinstance(value, str) and bool(_CONNINFO.match(value))))
+
+
+def _text(value: Any) -> bool:
+    return isinstance(value, str) and bool(value.strip())
+
+
+def _list_of(item: KeyType, expect: str) -> KeyType:
+    return KeyType(expect, lambda v: isinstance(v, list), item=item)
+
+
+HTTP_URL = KeyType("an http(s) URL string", _url(("http", "https")))
+POSTGRES_URL = KeyType("a postgres:// or postgresql:// URL string (or libpq "
+                       "'host=... dbname=...')", _postgres_url)
+REDIS_URL = KeyType("a redis:// or rediss:// URL string", _url(("redis", "rediss")))
+APPRISE_URL = KeyType("an apprise URL string (scheme://...)",
+                      lambda v: isinstance(v, str) and ("://" in v or v.startswith("${")))
+STRING = KeyType("a string", lambda v: isinstance(v, str))
+COMMAND = KeyType("a command string", lambda v: isinstance(v, str))
+PATH = KeyType("a path string", _text)
+FILE = KeyType("a file path string", _text)
+ENV_NAME = KeyType("a string naming an environment variable (letters, digits and _, "
+                   "without $)", lambda v: isinstance(v, str) and bool(_ENV_NAME.match(v)))
+BOOLEAN = KeyType("true or false", lambda v: isinstance(v, bool))
+SECRET = KeyType("a string (better: KEY_env or KEY_file)", lambda v: isinstance(v, str),
+                 secret=True)
+
+# Every key DESIGN.md defines, the ones runbooks read, and those later capabilities add, each
+# with its type. Unknown keys are kept (forward compatible) but listed by
+# `Inventory.unknown_keys` so a typo can be reported; see `key_type` for the key families.
+SCHEMA: dict[str, KeyType] = {
+    "fraiseql_url": HTTP_URL,
+    "database_url": POSTGRES_URL,
+    "replica_database_url": POSTGRES_URL,
+    "admin_database_url": POSTGRES_URL,
+    "prometheus_url": HTTP_URL,
+    "redis_url": REDIS_URL,
+    "instances": _list_of(HTTP_URL, "a list of http(s) URL strings"),
+    "oidc_issuer": HTTP_URL,
+    "site_url": HTTP_URL,
+    "config_path": PATH,
+    "backup_dir": PATH,
+    "wal_archive_dir": PATH,
+    "ca_bundle": PATH,
+    "restart_command": COMMAND,
+    "status_command": COMMAND,
+    "logs_command": COMMAND,
+    "upgrade_command": COMMAND,
+    "rollback_command": COMMAND,
+    "scale_command": COMMAND,
+    "probe_query": KeyType("a GraphQL query string", _text),
+    "notify": _list_of(APPRISE_URL, "a list of apprise URL strings"),
+    "notify_env": ENV_NAME,
+    "notify_file": FILE,
+    "ha": BOOLEAN,
+    "audit_source": STRING,
+    "description": STRING,
+}
+KNOWN_KEYS = frozenset(SCHEMA)
+
+
+def key_type(key: str) -> KeyType | None:
+    """The type of `key`, or None for a key we do not know (allowed, reported as unknown).
+
+    Besides SCHEMA: `*_env` names an environment variable, `*_file` a file, a bare secret
+    name holds the secret itself, and `replica_KEY` (the failover's replica) is typed as KEY.
+    """
+    if key in SCHEMA:
+        return SCHEMA[key]
+    if key.endswith("_env"):
+        return ENV_NAME
+    if key.endswith("_file"):
+        return FILE
+    if key in SECRET_NAMES:
+        return SECRET
+    if key.startswith("replica_"):
+        return SCHEMA.get(key.removeprefix("replica_"))
+    return None
+
+
+_TOML_TYPES = ((bool, "boolean"), (int, "integer"), (float, "float"), (str, "string"),
+               (list, "array"), (dict, "table"), (dt.datetime, "date-time"),
+               (dt.date, "date"), (dt.time, "time"))
+
+
+def describe_value(value: Any, *, secret: bool = False) -> str:
+    """`integer 1`, `string 'localhost:8000'`: the TOML type and (unless secret) the value,
+    masked and short, so the error shows what was written."""
+    kind = next((name for cls, name in _TOML_TYPES if isinstance(value, cls)),
+                type(value).__name__)
+    if secret:
+        return kind
+    if isinstance(value, bool):
+        shown = "true" if value else "false"
+    elif isinstance(value, str):
+        shown = repr(value)
+    elif isinstance(value, (list, dict)):
+        shown = json.dumps(value, default=str)
+    else:
+        shown = str(value)
+    shown = _CONNINFO_PASSWORD.sub(lambda m: m.group(1) + secrets.MASK, secrets.mask(shown))
+    return f"{kind} {shown if len(shown) <= 80 else shown[:77] + '...'}"
+
+
+def check_types(raw: dict[str, Any], where: str) -> None:
+    """Raise InventoryError for the first known key holding the wrong type (`where` is
+    "inventory FILE: targets.NAME")."""
+    for key, value in raw.items():
+        kind = key_type(key)
+        if kind is None:
+            continue
+        if not kind.accepts(value):
+            raise InventoryError(f"{where}.{key} must be {kind.expect}, got "
+                                 f"{describe_value(value, secret=kind.secret)}")
+        if kind.item is not None:
+            for index, element in enumerate(value):
+                if not kind.item.accepts(element):
+                    raise InventoryError(f"{where}.{key}[{index}] must be "
+                                         f"{kind.item.expect}, got {describe_value(element)}")
 
 
 def locate(explicit: str | Path | None = None) -> Path:
@@ -76,9 +231,15 @@ def expand(value: str, where: str) -> str:
 
 
 def with_password(url: str, password: str | None) -> str:
-    """Put `password` into a URL that has a user and no password of its own."""
+    """Put `password` into a URL that has a user and no password of its own (or into a
+    libpq key=value string that has none)."""
     if not password:
         return url
+    if "://" not in url and _CONNINFO.match(url):
+        if _CONNINFO_PASSWORD.search(url):
+            return url
+        quoted = password.replace("\\", "\\\\").replace("'", "\\'")
+        return f"{url.rstrip()} password='{quoted}'"
     parts = urlsplit(url)
     if parts.username is None or parts.password is not None:
         return url
@@ -189,25 +350,18 @@ class Inventory:
     def unknown_keys(self) -> dict[str, list[str]]:
         out = {}
         for name, target in self.targets.items():
-            odd = [k for k in target.raw if k not in KNOWN_KEYS and not _is_secret_ref(k)]
+            odd = [k for k in target.raw if key_type(k) is None]
             if odd:
                 out[name] = sorted(odd)
         return out
-
-
-def _is_secret_ref(key: str) -> bool:
-    for suffix in ("_env", "_file"):
-        if key.endswith(suffix):
-            return True
-    return key in SECRET_NAMES
 
 
 def load(path: str | Path | None = None) -> Inventory:
     """Parse the inventory; malformed TOML or a wrong shape is one clear error."""
     located = locate(path)
     try:
-        data = tomllib.loads(located.read_text())
-    except tomllib.TOMLDecodeError as exc:
+        data = tomllib.loads(_read_text(located))
+    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
         raise InventoryError(f"inventory {located} is not valid TOML: {exc}") from None
     except OSError as exc:
         raise InventoryError(f"cannot read inventory {located}: {exc.strerror or exc}") from None
@@ -218,9 +372,23 @@ def load(path: str | Path | None = None) -> Inventory:
     built = {}
     for name, raw in targets.items():
         if not isinstance(raw, dict):
-            raise InventoryError(f"inventory {located}: targets.{name} must be a table")
+            raise InventoryError(f"inventory {located}: targets.{name} must be a table "
+                                 f"([targets.{name}]), got {describe_value(raw)}")
+        check_types(raw, f"inventory {located}: targets.{name}")
         built[name] = Target(name=name, raw=dict(raw), base_dir=base)
     return Inventory(path=located, targets=built)
+
+
+def _read_text(path: Path) -> str:
+    """The file as UTF-8 (a leading BOM, as some editors write, is dropped); any other
+    encoding is one InventoryError naming the file and where, not a UnicodeDecodeError."""
+    data = path.read_bytes()
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise InventoryError(f"inventory {path} is not UTF-8 text (byte 0x{data[exc.start]:02x} "
+                             f"on line {line}): save it as UTF-8") from None
 
 
 def load_target(name: str, path: str | Path | None = None) -> Target:

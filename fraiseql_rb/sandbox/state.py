@@ -13,17 +13,20 @@ Layout (besides the cluster's own, see `cluster`):
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import re
 import shlex
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import secrets
+from .. import paths, secrets
 from ..errors import RunbookError, UsageError
 from . import cluster as pgcluster
+from . import processes
 
 STATE_FILE = "sandbox.json"
 SECRET_NAMES = ("superuser_password", "database_password", "metrics_token", "admin_token",
@@ -129,3 +132,82 @@ class Sandbox:
         words = [sys.executable, "-m", "fraiseql_rb", "sandbox", "--dir", str(self.root),
                  *args]
         return " ".join(shlex.quote(w) for w in words)
+
+
+# ---- staleness: is an inventory in a sandbox directory still backed by a running sandbox? ----
+
+
+def running_pids(root: Path) -> list[int]:
+    """The sandbox's recorded processes that are alive: every `*_pid` of its state and the
+    postmaster of `pgdata/postmaster.pid`. Pid checks only (no network, no pg_ctl): cheap
+    enough for every `run`.
+
+    After a reboot a recorded pid may belong to an unrelated process, so a live pid counts
+    only when its command line names a path inside `root` (compared with symlinks resolved,
+    as the server's --config, the postmaster's -D, traffic's --tag and the holders' --dir
+    do), or, for Redis, which rewrites its title to `redis-server ADDR:PORT`, the sandbox's
+    Redis port."""
+    root = Path(root).absolute()
+    state = _read_state(root)
+    recorded = [value for key, value in state.items() if key.endswith("_pid")]
+    with contextlib.suppress(OSError, ValueError):
+        recorded.append(int((root / "pgdata" / "postmaster.pid").read_text().split("\n")[0]))
+    real_root = os.path.realpath(root)
+    port = state.get("redis_port")
+    redis = re.compile(rf"redis-server \S*:{port}\b") if isinstance(port, int) else None
+    found = []
+    for pid in recorded:
+        if type(pid) is not int or not processes.alive(pid, ""):
+            continue
+        try:
+            cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace")
+        except OSError:
+            continue
+        words = [word for word in cmdline.split("\0") if word]
+        if (any(_names_path_in(word, real_root) for word in words)
+                or (redis is not None and redis.search(" ".join(words)))):
+            found.append(pid)
+    return found
+
+
+def _read_state(root: Path) -> dict[str, Any]:
+    """The state file as a dict; empty when it is missing, unreadable or not ours."""
+    try:
+        state = json.loads((root / STATE_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _names_path_in(word: str, real_root: str) -> bool:
+    """Is `word` (or the value of `--option=word`) a path inside `real_root`?"""
+    value = word.split("=", 1)[1] if word.startswith("-") and "=" in word else word
+    if not value.startswith("/"):
+        return False
+    real = os.path.realpath(value)
+    return real == real_root or real.startswith(real_root + os.sep)
+
+
+def stale_inventory(inventory_path: str | Path) -> Path | None:
+    """The sandbox directory holding `inventory_path` when that sandbox runs nothing at all
+    (after `sandbox down` or a reboot), else None.
+
+    An inventory is a sandbox's when the sandbox's state file lies beside it. A sandbox with
+    some processes stopped on purpose (the db-down or server-down drill) is not stale."""
+    root = Path(inventory_path).absolute().parent
+    if not _read_state(root):
+        return None  # not a sandbox (or not one we can read): nothing to say
+    return None if running_pids(root) else root
+
+
+def refuse_stale_inventory(inventory_path: str | Path) -> None:
+    """Raise UsageError (exit 64) for a stale sandbox inventory: running against it would
+    report every check CRITICAL, which says "the sandbox is down" in the costliest way."""
+    root = stale_inventory(inventory_path)
+    if root is None:
+        return
+    default = os.path.realpath(paths.sandbox_dir()) == os.path.realpath(root)
+    start = ("fraiseql-rb sandbox up" if default
+             else f"fraiseql-rb sandbox --dir {shlex.quote(str(root))} up")
+    raise UsageError(f"the sandbox in {root} is not running (inventory "
+                     f"{root / Path(inventory_path).name} is stale): start it with {start}")
