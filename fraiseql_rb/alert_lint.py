@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from . import metrics
+from . import metrics, secrets
 from .errors import EXIT_CRITICAL, EXIT_OK, EXIT_UNKNOWN, EXIT_WARNING, UsageError
 from .findings import Status, worst
 
@@ -318,7 +318,8 @@ def _promtool_errors(rule: dict[str, Any], promtool: str) -> list[str]:
         path.write_text(yaml.safe_dump(doc, sort_keys=False))
         try:
             done = subprocess.run([promtool, "check", "rules", str(path)], capture_output=True,
-                                  text=True, timeout=PROMTOOL_TIMEOUT_S, check=False)
+                                  text=True, timeout=PROMTOOL_TIMEOUT_S, check=False,
+                                  env=secrets.clean_environment())
         except (OSError, subprocess.TimeoutExpired) as exc:
             return [f"promtool could not run: {exc}"]
     if done.returncode == 0:

@@ -9,7 +9,6 @@ without the rules' `for:` durations, so a true condition is reported as "pending
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -18,7 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from . import alert_lint, metrics, paths, postgres, prometheus
+from . import alert_lint, metrics, paths, postgres, progress, prometheus
 from .context import RunContext, check
 from .findings import Finding, Status
 
@@ -172,7 +171,7 @@ def evaluate_here(ctx: RunContext, window_s: float) -> tuple[list[ActiveAlert], 
     rules = shipped_rules()
     first = _safe_scrape(ctx)
     print(f"sampling for {window_s:g} s ...")
-    time.sleep(window_s)
+    progress.pause(window_s, "between the two scrapes")
     second = _safe_scrape(ctx)
     rows, active = [], []
     for name, evaluator in EVALUATORS.items():

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import thresholds
+from . import secrets, thresholds
 from .context import RunContext, check
 from .findings import Finding, Status
 
@@ -45,7 +45,8 @@ def check_recent_dump(ctx: RunContext,
     newest = dumps[0]
     age_h = (time.time() - newest.stat().st_mtime) / 3600
     listing = subprocess.run([pg_restore(), "--list", str(newest)], capture_output=True,
-                             text=True, timeout=120, stdin=subprocess.DEVNULL)
+                             text=True, timeout=120, stdin=subprocess.DEVNULL,
+                             env=secrets.clean_environment())
     entries = sum(1 for line in listing.stdout.splitlines()
                   if line and not line.startswith(";"))
     evidence = {"newest": newest.name, "age_hours": round(age_h, 1), "bytes":

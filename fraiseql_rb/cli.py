@@ -39,23 +39,31 @@ def cmd_list(args: argparse.Namespace) -> int:
         return EXIT_UNKNOWN
     for rb in sorted(found.values(), key=lambda r: (runbooks.SECTIONS.index(r.section), r.name)):
         print(f"{rb.name}  [{rb.section}]  {rb.purpose}")
+        if rb.requires:
+            print(f"    requires: {', '.join(rb.requires)} (inventory keys)")
         for p in rb.parameters.values():
+            constraint = f"  [{p.constraint.text}]" if p.constraint else ""
             help_text = f"  # {p.help}" if p.help else ""
-            print(f"    {p.name}: {p.type} = {p.default!r}{help_text}")
+            print(f"    {p.name}: {p.type} = {p.default!r}{constraint}{help_text}")
     return 0
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import runner
+    from . import report, runner
 
     request = runner.prepare(
         args.runbook, target=args.target, inventory_path=args.inventory,
         overrides=_parameter_pairs(args.parameter), incident_id=args.incident_id,
         output_dir=args.output_dir,
     )
-    result = runner.execute(request)
+    if not args.quiet:  # which file and target: a stray $FRAISEQL_RB_INVENTORY shows at once
+        print(f"fraiseql-rb: inventory {request.inventory_path}, target {request.target}",
+              file=sys.stderr)
+    result = runner.execute(request, progress=not args.quiet)
     print(f"status: {result.status}")
-    print(result.artifact_dir)
+    for line in report.terminal_summary(result.findings):  # root cause, next step, criticals
+        print(line)
+    print(result.artifact_dir)  # the contract: the last line of stdout
     return result.exit_code
 
 
@@ -130,6 +138,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--incident-id", help="incident reference, added to the artifact path")
     p.add_argument("--output-dir", default=str(paths.DEFAULT_OUTPUT_DIR),
                    help="where dated artifacts go (default: ./reports)")
+    p.add_argument("-q", "--quiet", action="store_true",
+                   help="no progress on stderr (steps, findings, waits)")
     p.set_defaults(func=cmd_run)
 
     p = sub.add_parser("validate-config", help="validate a FraiseQL config file (runbook "

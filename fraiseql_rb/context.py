@@ -12,15 +12,12 @@ import contextlib
 import functools
 import json
 import os
-import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-import pandas as pd
-
-from . import artifacts, inventory, paths, secrets
+from . import artifacts, inventory, paths, progress, provenance, secrets
 from .errors import RunbookError
 from .findings import Action, Finding, FindingsLog, Status
 
@@ -61,12 +58,43 @@ class RunContext:
 
     def record(self, check: str, status: Status | str, summary: str,
                evidence: dict[str, Any] | None = None,
-               remediation: str | None = None, table: Any = None) -> Finding:
-        return self.log.record(check, status, summary, evidence, remediation, table)
+               remediation: str | None = None, table: Any = None,
+               resolves: tuple[str, ...] = ()) -> Finding:
+        return self.log.record(check, status, summary, evidence, remediation, table,
+                               resolves=resolves)
 
     def action(self, action: str, command: str, *, executed: bool,
                result: Any = None) -> Action:
-        return self.log.action(action, command, executed=executed, result=result)
+        """Record an action; an executed one names who let it run and with which switch."""
+        confirmed_by = None
+        if executed:
+            switches = "execute=True" + (f", confirm={self.confirm}" if self.confirm else "")
+            confirmed_by = f"{provenance.who()} ({switches})"
+        return self.log.action(action, command, executed=executed, result=result,
+                               confirmed_by=confirmed_by)
+
+    def save(self, notebook: Path | str | None = None) -> Path | None:
+        """Live sessions: write this notebook (as last saved, so save it first) and its HTML
+        into the run's dated directory, as a papermill run leaves them. Under
+        `fraiseql-rb run` the runner does this itself, so nothing happens here."""
+        if RUN_ENV in os.environ:
+            return None
+        source = Path(notebook) if notebook else live_notebook_path()
+        if source is None or not source.is_file():
+            raise RunbookError("cannot tell which notebook this is: pass its path, "
+                               "run.save('notebooks/incidents/service_down.ipynb')")
+        path = self.log.open()  # nothing recorded yet: the run still gets its directory
+        if path is None:
+            raise RunbookError("this run has no artifact directory to save into")
+        self.log.finish()
+        from . import render  # nbconvert is heavy: only when a live session saves
+
+        directory = path.parent
+        render.write_artifacts(source, directory / f"{self.runbook}.ipynb",
+                               directory / f"{self.runbook}.html", findings=self.log.to_dict())
+        artifacts.seal(directory)
+        print(f"Saved {source.name} and its HTML into {directory}")
+        return directory
 
     def may_execute(self, *, dangerous: bool = False) -> bool:
         """Changing actions need execute=True; the most dangerous also confirm=<target>."""
@@ -79,15 +107,14 @@ class RunContext:
         return self.log.status
 
     def summary(self) -> Any:
-        """The findings table that closes every notebook, worst first."""
-        rows = [{"status": f.status.value, "check": f.check, "summary": f.summary,
-                 "next step": f.remediation or "", "at": f.at} for f in self.log.findings]
-        frame = pd.DataFrame(rows, columns=["status", "check", "summary", "next step", "at"])
-        order = {"critical": 0, "unknown": 1, "warning": 2, "ok": 3, "info": 4}
-        frame = frame.sort_values("status", key=lambda s: s.map(order), kind="stable")
-        print(f"Overall status: {self.status.upper()} — {len(rows)} findings, "
+        """The findings table that closes every notebook: the timeline (by `at`, then in
+        recording order), every summary whole, then the actions; as text and as HTML."""
+        from .report import FindingsTable
+
+        print(f"Overall status: {self.status.upper()} — {len(self.log.findings)} findings, "
               f"{len(self.log.actions)} actions")
-        return frame.reset_index(drop=True)
+        return FindingsTable([f.to_dict() for f in self.log.findings],
+                             [a.to_dict() for a in self.log.actions])
 
 
 def check(name: str) -> Callable[[Callable[P, R]], Callable[P, R | Finding]]:
@@ -124,9 +151,6 @@ def describe_error(exc: BaseException) -> str:
     return secrets.mask(f"{type(exc).__name__}: {text}")
 
 
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-
-
 def start(runbook: str, target: str, incident_id: str | None = None,
           execute: bool = False, confirm: str | None = None,
           **parameters: Any) -> RunContext:
@@ -134,30 +158,73 @@ def start(runbook: str, target: str, incident_id: str | None = None,
     secrets.register_environment()
     spec = json.loads(os.environ[RUN_ENV]) if RUN_ENV in os.environ else None
     if spec:
-        findings_path = Path(spec["findings_path"])
-        all_params = spec["parameters"]
-        started_at = spec.get("started_at")
+        _read_secrets(spec.get("secrets_file"))
+        progress.configure(spec.get("waits_file"))
+        log = FindingsLog(runbook, target, incident_id=incident_id,
+                          parameters=spec["parameters"], path=Path(spec["findings_path"]),
+                          started_at=spec.get("started_at"), provenance=spec.get("provenance"))
         inventory_path = spec.get("inventory")
-        for value in spec.get("secret_values", []):
-            secrets.register(value)
     else:
-        if incident_id is not None and not _SAFE_ID.match(incident_id):
-            raise RunbookError(f"incident_id {incident_id!r} must be letters, digits, . _ -")
-        out = Path(os.environ.get("FRAISEQL_RB_OUTPUT_DIR", paths.DEFAULT_OUTPUT_DIR))
-        artifact_dir = artifacts.new_artifact_dir(out, runbook, incident_id)
-        findings_path = artifact_dir / "findings.json"
-        all_params = {"target": target, "incident_id": incident_id, "execute": execute,
-                      "confirm": confirm, **parameters}
-        started_at = None
+        log = _live_log(runbook, target, incident_id,
+                        {"target": target, "incident_id": incident_id, "execute": execute,
+                         "confirm": confirm, **parameters})
         inventory_path = None
-    log = FindingsLog(runbook, target, incident_id=incident_id, parameters=all_params,
-                      path=findings_path, started_at=started_at)
-    if spec is None:
-        print(f"Findings are recorded in {findings_path}")
     ctx = RunContext(runbook=runbook, target_name=target, log=log, execute=execute,
                      confirm=confirm, inventory_path=inventory_path)
     _record_cell_errors(ctx)
+    from .report import install_display_formatters
+
+    install_display_formatters()  # lists of findings display as findings, not as reprs
     return ctx
+
+
+def _read_secrets(path: str | None) -> None:
+    """Register the secret values the runner passed in its private file, then delete it:
+    they live in this process only, never in an environment a child would inherit."""
+    if not path:
+        return
+    with contextlib.suppress(FileNotFoundError):
+        values = json.loads(Path(path).read_text())
+        Path(path).unlink()
+        for value in values:
+            secrets.register(value)
+
+
+_live: FindingsLog | None = None  # the live session's current run (JupyterLab)
+
+
+def _live_log(runbook: str, target: str, incident_id: str | None,
+              parameters: dict[str, Any]) -> FindingsLog:
+    """A run stepped through live: same dated layout as the runner's, made on the first
+    finding, so re-running the first cell leaves no empty run behind; a previous run of
+    this session with findings is closed."""
+    global _live
+    artifacts.check_incident_id(incident_id)
+    if _live is not None and _live.path is not None and _live.finished_at is None:
+        _live.finish()
+    out = Path(os.environ.get("FRAISEQL_RB_OUTPUT_DIR", paths.DEFAULT_OUTPUT_DIR))
+
+    def open_path() -> Path:
+        path = artifacts.new_artifact_dir(out, runbook, incident_id) / "findings.json"
+        print(f"Findings are recorded in {path}")
+        return path
+
+    _live = FindingsLog(runbook, target, incident_id=incident_id, parameters=parameters,
+                        provenance=provenance.describe(live_notebook_path()),
+                        open_path=open_path)
+    print(f"Findings will be recorded under {out}/ from the first check on; "
+          "`run.save()` adds this notebook and its HTML.")
+    return _live
+
+
+def live_notebook_path() -> Path | None:
+    """The notebook file of a live JupyterLab session (jupyter_server tells the kernel)."""
+    name = os.environ.get("JPY_SESSION_NAME")
+    with contextlib.suppress(ImportError, AttributeError):
+        from IPython import get_ipython
+
+        name = get_ipython().user_ns.get("__session__") or name  # type: ignore[union-attr]
+    return Path(name) if name and Path(name).suffix == ".ipynb" else None
 
 
 def _record_cell_errors(ctx: RunContext) -> None:

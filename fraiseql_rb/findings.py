@@ -11,6 +11,7 @@ import html
 import json
 import os
 import tempfile
+from collections.abc import Callable, Iterable
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
@@ -18,6 +19,12 @@ from pathlib import Path
 from typing import Any
 
 from . import secrets
+
+# Artifact files: the owner writes, the owner's group (the reviewers) reads, others nothing.
+ARTIFACT_FILE_MODE = 0o640
+ARTIFACT_DIR_MODE = 0o750
+# Who and what produced a verdict, top-level keys of findings.json (see `provenance`).
+PROVENANCE_KEYS = ("run_by", "fraiseql_rb_version", "notebook_sha256")
 
 
 class Status(StrEnum):
@@ -76,12 +83,18 @@ class Finding:
     evidence: dict[str, Any] = field(default_factory=dict)
     remediation: str | None = None
     at: str = field(default_factory=lambda: isoformat(utcnow()))
+    # Set when a later finding shows the condition cleared (a restart brought health back):
+    # the finding stays in the timeline but no longer decides the overall status.
+    resolved_by: str | None = None
     # A table shown under the verdict in the notebook; display only, never serialised.
     table: Any = field(default=None, repr=False, compare=False)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"check": self.check, "status": str(self.status), "summary": self.summary,
-                "at": self.at, "evidence": self.evidence, "remediation": self.remediation}
+        out = {"check": self.check, "status": str(self.status), "summary": self.summary,
+               "at": self.at, "evidence": self.evidence, "remediation": self.remediation}
+        if self.resolved_by:
+            out["resolved_by"] = self.resolved_by
+        return out
 
     def __repr__(self) -> str:
         text = f"[{self.status.upper()}] {self.check}: {self.summary}"
@@ -124,6 +137,7 @@ class Action:
     executed: bool
     result: Any = None
     at: str = field(default_factory=lambda: isoformat(utcnow()))
+    confirmed_by: str | None = None  # who let it run: user@host and the switches given
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -148,21 +162,30 @@ class FindingsLog:
 
     def __init__(self, runbook: str, target: str, *, incident_id: str | None = None,
                  parameters: dict[str, Any] | None = None, path: Path | None = None,
-                 started_at: str | None = None) -> None:
+                 started_at: str | None = None, provenance: dict[str, Any] | None = None,
+                 open_path: Callable[[], Path] | None = None) -> None:
+        """`open_path` defers the file: a live session makes its artifact directory only
+        when it records something, so re-running the first cell leaves no empty run."""
         self.runbook = runbook
         self.target = target
         self.incident_id = incident_id
         self.parameters = secrets.mask_data(_jsonable(parameters or {}))
         self.path = path
+        self._open_path = open_path
         self.started_at = started_at or isoformat(utcnow())
         self.finished_at: str | None = None
+        self.interrupted_at: str | None = None
+        self.provenance = {key: (provenance or {}).get(key) for key in PROVENANCE_KEYS}
         self.findings: list[Finding] = []
         self.actions: list[Action] = []
         self.save()
 
     def record(self, check: str, status: Status | str, summary: str,
                evidence: dict[str, Any] | None = None,
-               remediation: str | None = None, table: Any = None) -> Finding:
+               remediation: str | None = None, table: Any = None,
+               resolves: Iterable[str] = ()) -> Finding:
+        """Record a finding; `resolves` names earlier checks whose condition this one shows
+        cleared, so they stay in the timeline without deciding the overall status."""
         finding = Finding(
             check=check,
             status=Status(status),
@@ -171,14 +194,18 @@ class FindingsLog:
             remediation=secrets.mask(remediation) if remediation else None,
             table=table,
         )
+        cleared = set(resolves)
+        for earlier in self.findings:
+            if earlier.check in cleared and earlier.resolved_by is None:
+                earlier.resolved_by = f"{check} at {finding.at}"
         self.findings.append(finding)
         self.save()
         return finding
 
     def action(self, action: str, command: str, *, executed: bool,
-               result: Any = None) -> Action:
+               result: Any = None, confirmed_by: str | None = None) -> Action:
         entry = Action(action=action, command=secrets.mask(command), executed=executed,
-                       result=secrets.mask_data(_jsonable(result)))
+                       result=secrets.mask_data(_jsonable(result)), confirmed_by=confirmed_by)
         self.actions.append(entry)
         self.save()
         return entry
@@ -191,6 +218,8 @@ class FindingsLog:
         log.runbook, log.target = data["runbook"], data["target"]
         log.incident_id, log.parameters = data["incident_id"], data["parameters"]
         log.started_at, log.finished_at, log.path = data["started_at"], None, path
+        log._open_path, log.interrupted_at = None, data.get("interrupted_at")
+        log.provenance = {key: data.get(key) for key in PROVENANCE_KEYS}
         log.findings = [
             Finding(**{**f, "status": Status(f["status"])}) for f in data["findings"]
         ]
@@ -210,27 +239,46 @@ class FindingsLog:
 
     @property
     def status(self) -> Status:
-        return worst([f.status for f in self.findings])
+        """The state now: the worst finding not since resolved by a later one."""
+        return worst([f.status for f in self.findings if f.resolved_by is None])
 
     def to_dict(self) -> dict[str, Any]:
+        """findings.json; `finished_at` stays null until the run ends, and for good when it
+        was interrupted (then `interrupted_at` says when)."""
         return {
             "runbook": self.runbook,
             "target": self.target,
             "incident_id": self.incident_id,
             "started_at": self.started_at,
-            "finished_at": self.finished_at or isoformat(utcnow()),
+            "finished_at": self.finished_at,
+            "interrupted_at": self.interrupted_at,
+            **self.provenance,
             "parameters": self.parameters,
             "status": str(self.status),
             "findings": [f.to_dict() for f in self.findings],
             "actions": [a.to_dict() for a in self.actions],
         }
 
+    def open(self) -> Path | None:
+        """The findings file, made now if this run deferred it (see `open_path`)."""
+        if self.path is None and self._open_path is not None:
+            self.path = self._open_path()
+        return self.path
+
     def save(self) -> None:
+        if self.findings or self.actions:
+            self.open()
         if self.path is not None:
             write_json_atomic(self.path, self.to_dict())
 
     def finish(self) -> None:
         self.finished_at = isoformat(utcnow())
+        self.save()
+
+    def interrupt(self, at: str) -> None:
+        """Close a run that a signal stopped: it has no `finished_at`, it was interrupted."""
+        self.interrupted_at = at
+        self.finished_at = None
         self.save()
 
 
@@ -242,6 +290,7 @@ def write_json_atomic(path: Path, data: Any) -> None:
         with os.fdopen(fd, "w") as handle:
             json.dump(data, handle, indent=2)
             handle.write("\n")
+        os.chmod(tmp, ARTIFACT_FILE_MODE)
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

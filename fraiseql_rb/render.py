@@ -2,53 +2,53 @@
 
 from __future__ import annotations
 
+import copy
 from pathlib import Path
 from typing import Any
 
 import nbformat
 from nbconvert import HTMLExporter
 
-from . import secrets
-
-
-def _mask_output(output: dict[str, Any]) -> None:
-    if "text" in output:
-        output["text"] = secrets.mask(_as_text(output["text"]))
-    if "traceback" in output:
-        output["traceback"] = [secrets.mask(line) for line in output["traceback"]]
-    if "evalue" in output:
-        output["evalue"] = secrets.mask(output["evalue"])
-    for mime, value in output.get("data", {}).items():
-        if mime.startswith("text/") or mime.endswith("json") or mime.endswith("+xml"):
-            if isinstance(value, (str, list)):
-                output["data"][mime] = secrets.mask(_as_text(value))
-            else:
-                output["data"][mime] = secrets.mask_data(value)
-
-
-def _as_text(value: str | list[str]) -> str:
-    return "".join(value) if isinstance(value, list) else value
+from . import report, secrets
 
 
 def mask_notebook(nb: nbformat.NotebookNode) -> nbformat.NotebookNode:
-    """Mask every known secret in sources and outputs (images carry no text to mask)."""
-    for cell in nb.cells:
-        cell.source = secrets.mask(cell.source)
-        for output in cell.get("outputs", []):
-            _mask_output(output)
-    return nb
+    """Mask every known secret anywhere in the document: sources, outputs and metadata
+    (papermill keeps the parameters in `metadata.papermill.parameters`). nbformat.read
+    has already joined multi-line strings, so a secret split across lines is whole here."""
+    return nbformat.from_dict(secrets.mask_data(nb))
 
 
-def to_html(nb: nbformat.NotebookNode) -> str:
-    """Render for reviewers: input code hidden, markdown and outputs kept."""
+def with_header(nb: nbformat.NotebookNode, findings: dict[str, Any]) -> nbformat.NotebookNode:
+    """A copy of `nb` for the HTML only: its `<title>` (runbook, target, incident, date) and
+    the report header (report.header_html) as an output before the first cell. The
+    notebook itself is left as it is."""
+    page = copy.deepcopy(nb)
+    page.metadata["title"] = report.page_title(findings)
+    # An output, not a raw cell: nbconvert passes outputs through as they are, while it
+    # strips the styles from raw HTML cells. The input (empty) is hidden like every input.
+    header = nbformat.v4.new_code_cell("", outputs=[nbformat.v4.new_output(
+        "display_data", data={"text/html": report.header_html(findings),
+                              "text/plain": "\n".join(report.terminal_summary(findings))})])
+    page.cells.insert(0, header)
+    return page
+
+
+def to_html(nb: nbformat.NotebookNode, findings: dict[str, Any] | None = None) -> str:
+    """Render for reviewers: input code hidden, markdown and outputs kept; with the run's
+    findings.json dict, a real `<title>` and the report header at the top of the page."""
     exporter = HTMLExporter(exclude_input=True, exclude_input_prompt=True,
                             exclude_output_prompt=True)
+    if findings is not None:
+        nb = with_header(nb, findings)
     body, _ = exporter.from_notebook_node(nb)
     return secrets.mask(body)
 
 
-def write_artifacts(executed: Path, notebook_out: Path, html_out: Path) -> None:
-    """Mask the executed notebook into the artifact directory and render its HTML."""
+def write_artifacts(executed: Path, notebook_out: Path, html_out: Path,
+                    findings: dict[str, Any] | None = None) -> None:
+    """Mask the executed notebook into the artifact directory and render its HTML; the
+    final findings.json dict, when given, makes the HTML's title and header."""
     nb = mask_notebook(nbformat.read(executed, as_version=4))
     nbformat.write(nb, notebook_out)
-    html_out.write_text(to_html(nb))
+    html_out.write_text(to_html(nb, findings))

@@ -2,8 +2,10 @@
 
 The steps are separate so each can be reasoned about: bind and check parameters (no kernel
 yet, so bad input costs nothing), make the artifact directory, execute into a private
-temporary file, then mask and render into the artifact directory. Secrets reach the kernel
-only through the environment and the inventory, never as parameters.
+temporary file, then mask and render into the artifact directory. Secret values reach the
+kernel in a 0600 file it reads and deletes, never in its environment (which every process it
+starts would inherit) and never as parameters. papermill runs with our engine
+(`engine.py`); signals are handled by `interruption.py`, progress by `progress.py`.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from __future__ import annotations
 import contextlib
 import json
 import os
-import re
 import sys
 import tempfile
 from collections.abc import Iterator
@@ -21,15 +22,15 @@ from typing import Any
 
 import papermill
 
-from . import artifacts, inventory, render, runbooks, secrets
+from . import artifacts, engine, interruption, inventory, provenance, render, runbooks, secrets
+from . import progress as progress_display
 from .context import RUN_ENV, describe_error
-from .errors import EXIT_CRITICAL, EXIT_OK, EXIT_UNKNOWN, EXIT_WARNING, UsageError
+from .errors import EXIT_CRITICAL, EXIT_OK, EXIT_UNKNOWN, EXIT_WARNING, InventoryError, UsageError
 from .findings import FindingsLog, Status, isoformat, utcnow
 
 EXIT_BY_STATUS = {Status.OK: EXIT_OK, Status.WARNING: EXIT_WARNING,
                   Status.CRITICAL: EXIT_CRITICAL, Status.UNKNOWN: EXIT_UNKNOWN}
 CELL_TIMEOUT_S = int(os.environ.get("FRAISEQL_RB_CELL_TIMEOUT", "600"))
-_SAFE_ID = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 
 
 @dataclass(frozen=True)
@@ -38,10 +39,11 @@ class RunResult:
     artifact_dir: Path
     status: Status
     findings: dict[str, Any]
+    interrupted_exit: int | None = None  # 130 (SIGINT) or 143 (SIGTERM) when a signal ended it
 
     @property
     def exit_code(self) -> int:
-        return EXIT_BY_STATUS[self.status]
+        return self.interrupted_exit or EXIT_BY_STATUS[self.status]
 
 
 @dataclass(frozen=True)
@@ -61,22 +63,28 @@ def prepare(name: str, *, target: str | None = None, inventory_path: str | None 
     runbook = runbooks.get(name)
     bound = runbook.bind(overrides or {})
     inv = inventory.load(inventory_path)
+    from .sandbox import state as sandbox_state  # here, not at the top: only `run` needs it
+
+    sandbox_state.refuse_stale_inventory(inv.path)
     chosen = target or bound.get("target") or runbook.defaults().get("target")
     if not chosen:
         if len(inv.targets) != 1:
             raise UsageError("several targets in the inventory: pass --target NAME")
         chosen = next(iter(inv.targets))
-    inv.target(chosen)
-    if incident_id is not None and not _SAFE_ID.match(incident_id):
-        raise UsageError(f"incident id {incident_id!r} must be 1-64 letters, digits, '.', "
-                         "'_' or '-'")
+    chosen_target = inv.target(chosen)  # an unknown target is refused here
+    missing = [key for key in runbook.requires if not chosen_target.has(key)]
+    if missing:
+        raise InventoryError(f"inventory {inv.path}: target {chosen!r} has no "
+                             f"{' and no '.join(missing)}, which runbook {runbook.name!r} needs")
+    artifacts.check_incident_id(incident_id)
     params = {**runbook.defaults(), **bound}
     if "target" in runbook.parameters:
         params["target"] = chosen
     if "incident_id" in runbook.parameters:
         params["incident_id"] = incident_id
+    # last: it creates the directory, and refused input must leave nothing behind
     return RunRequest(runbook, chosen, inv.path.resolve(), params, incident_id,
-                      Path(output_dir))
+                      artifacts.check_output_dir(output_dir))
 
 
 def _collect_secrets(request: RunRequest) -> list[str]:
@@ -110,62 +118,100 @@ def _environment(values: dict[str, str]) -> Iterator[None]:
                 os.environ[key] = old
 
 
+def _write_private(path: Path, data: Any) -> None:
+    """A file only our user can read: how secret values reach the kernel (never its
+    environment, which every process the kernel starts would inherit)."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as handle:
+        json.dump(data, handle)
+
+
 def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
-    """Run the notebook; whatever happens, the artifact directory ends up complete."""
+    """Run the notebook; whatever happens (a failing cell, Ctrl-C, SIGTERM), the artifact
+    directory ends up complete: findings.json, the executed notebook and its HTML."""
     name = request.runbook.name
     secret_values = _collect_secrets(request)
-    artifact_dir = artifacts.new_artifact_dir(request.output_dir, name, request.incident_id)
-    findings_path = artifact_dir / "findings.json"
-    started_at = isoformat(utcnow())
-    # The runner writes the first findings.json, so even a kernel that never starts leaves one.
-    log = FindingsLog(name, request.target, incident_id=request.incident_id,
-                      parameters=request.parameters, path=findings_path,
-                      started_at=started_at)
-    spec = {
-        "runbook": name, "target": request.target, "parameters": log.parameters,
-        "findings_path": str(findings_path.resolve()), "started_at": started_at,
-        "inventory": str(request.inventory_path), "secret_values": secret_values,
-    }
-    if progress:
-        print(f"running {name} against {request.target} -> {artifact_dir}", file=sys.stderr)
-    error: BaseException | None = None
-    with tempfile.TemporaryDirectory(prefix="fraiseql-rb-") as scratch:
-        executed = Path(scratch) / f"{name}.ipynb"
-        try:
-            with _environment({RUN_ENV: json.dumps(spec)}):
-                papermill.execute_notebook(
-                    str(request.runbook.path), str(executed),
-                    parameters=request.parameters, kernel_name="python3",
-                    progress_bar=False, log_output=False, execution_timeout=CELL_TIMEOUT_S,
-                    # the kernel talks to us over loopback only; its TCP notice is noise
-                    extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                    cwd=os.getcwd(),
-                )
-        except Exception as exc:  # noqa: BLE001 - any failure is recorded, not raised
-            error = exc
-        if executed.exists():
-            render.write_artifacts(executed, artifact_dir / f"{name}.ipynb",
-                                   artifact_dir / f"{name}.html")
-    findings = _finalise(findings_path, error)
+    with interruption.guard() as stop:
+        artifact_dir = artifacts.new_artifact_dir(request.output_dir, name, request.incident_id)
+        findings_path = artifact_dir / "findings.json"
+        started_at = isoformat(utcnow())
+        # The runner writes the first findings.json, so even a kernel that never starts
+        # leaves one.
+        log = FindingsLog(name, request.target, incident_id=request.incident_id,
+                          parameters=request.parameters, path=findings_path,
+                          started_at=started_at,
+                          provenance=provenance.describe(request.runbook.path))
+        error: BaseException | None = None
+        with tempfile.TemporaryDirectory(prefix="fraiseql-rb-") as tmp:
+            scratch = Path(tmp)
+            executed = scratch / f"{name}.ipynb"
+            secrets_file = scratch / "secrets.json"
+            _write_private(secrets_file, secret_values)
+            spec = {
+                "runbook": name, "target": request.target, "parameters": log.parameters,
+                "findings_path": str(findings_path.resolve()), "started_at": started_at,
+                "inventory": str(request.inventory_path), "secrets_file": str(secrets_file),
+                "waits_file": str(scratch / "waits.json"),
+                "provenance": log.provenance,
+            }
+            if progress:
+                print(f"running {name} against {request.target} -> {artifact_dir}",
+                      file=sys.stderr)
+            reporter = progress_display.Reporter(findings_path, scratch / "waits.json",
+                                                 enabled=progress)
+            try:
+                with reporter, _environment({RUN_ENV: json.dumps(spec)}):
+                    papermill.execute_notebook(
+                        str(request.runbook.path), str(executed),
+                        parameters=request.parameters, kernel_name="python3",
+                        engine_name=engine.NAME, observer=reporter.cell_started,
+                        progress_bar=False, log_output=False,
+                        execution_timeout=CELL_TIMEOUT_S,
+                        # the kernel talks to us over loopback only; its TCP notice is noise
+                        extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                        cwd=os.getcwd(),
+                    )
+            except Exception as exc:  # noqa: BLE001 - any failure is recorded, not raised
+                error = exc
+            except interruption.Interrupted:
+                pass  # `stop` says which signal; the record is closed below
+            stop.executing = False
+            interruption.end_kernels(stop)
+            findings = _finalise(findings_path, error, stop)
+            if executed.exists():
+                render.write_artifacts(executed, artifact_dir / f"{name}.ipynb",
+                                       artifact_dir / f"{name}.html", findings=findings)
+        artifacts.seal(artifact_dir)
     status = Status(findings["status"])
     if progress:
         print(f"{name}: {status.upper()} ({len(findings['findings'])} findings)",
               file=sys.stderr)
     for finding in findings["findings"]:
-        if finding["check"] == "notebook.error":  # say why in one line, as for bad input
+        if finding["check"] in ("notebook.error", "run.interrupted"):
             print(f"fraiseql-rb: {finding['summary']}", file=sys.stderr)
-    return RunResult(name, artifact_dir, status, findings)
+    return RunResult(name, artifact_dir, status, findings,
+                     stop.exit_code if stop.interrupted else None)
 
 
-def _finalise(path: Path, error: BaseException | None) -> dict[str, Any]:
-    """Re-read what the kernel recorded, add the error if it did not, mask, close."""
+def _finalise(path: Path, error: BaseException | None,
+              stop: interruption.Guard) -> dict[str, Any]:
+    """Re-read what the kernel recorded, add the interruption or the error, mask, close."""
     log = FindingsLog.from_file(path)
-    if error is not None and not any(f.check == "notebook.error" for f in log.findings):
+    if stop.interrupted:
+        log.record("run.interrupted", Status.UNKNOWN,
+                   f"the run was interrupted by {stop.signal_name} at {stop.at}; the checks "
+                   "after that point did not run",
+                   {"signal": stop.signal_name, "exit_code": stop.exit_code},
+                   "rerun the runbook to complete it; findings above this one stand")
+    elif error is not None and not any(f.check == "notebook.error" for f in log.findings):
         message = getattr(error, "evalue", None) or describe_error(error)
         log.record("notebook.error", Status.UNKNOWN,
                    f"the runbook did not complete: {message}",
                    {"error": getattr(error, "ename", type(error).__name__)},
                    "read the executed notebook for the failing cell; findings above it stand")
     log.mask()
-    log.finish()
+    if stop.interrupted:
+        log.interrupt(str(stop.at))
+    else:
+        log.finish()
     return log.to_dict()

@@ -20,6 +20,8 @@ SECRET_ENV_PATTERN = re.compile(r"(TOKEN|PASSWORD|PASSWD|SECRET|API_KEY|PRIVATE_
 # Parameter or evidence keys whose values are always masked.
 SECRET_KEY_PATTERN = re.compile(r"(token|password|passwd|secret|api_key|credential)$",
                                 re.IGNORECASE)
+# The runner's own variables (the run's spec); never passed on to a child process.
+PRIVATE_ENV_PREFIX = "FRAISEQL_RB_RUN"
 # user:password@ in any URL, whatever the scheme.
 _URL_PASSWORD = re.compile(r"(?P<head>[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]+:)(?P<pw>[^@\s]+)(?=@)")
 # Secrets shorter than this are not masked by value: masking "1" would shred every number.
@@ -57,6 +59,24 @@ def mask(text: str, extra: list[str] | None = None) -> str:
         if secret in text:
             text = text.replace(secret, MASK)
     return _URL_PASSWORD.sub(lambda m: m.group("head") + MASK, text)
+
+
+def clean_environment(environ: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment for a process a runbook starts (restart_command, pg_restore, ...).
+
+    Such processes outlive the run (a restarted server keeps its environment for weeks), so
+    they get none of our secrets: no secret-named variable, no variable holding a registered
+    secret or a URL with a password, and none of the runner's own variables.
+    """
+    source = os.environ if environ is None else environ
+    values = known()
+    clean = {}
+    for name, value in source.items():
+        if (SECRET_ENV_PATTERN.search(name) or name.startswith(PRIVATE_ENV_PREFIX)
+                or _URL_PASSWORD.search(value) or any(s in value for s in values)):
+            continue
+        clean[name] = value
+    return clean
 
 
 def mask_data(value: Any, extra: list[str] | None = None) -> Any:

@@ -58,7 +58,8 @@ def run(ctx: RunContext, key: str, timeout_s: float = COMMAND_TIMEOUT_S) -> Comm
     began = time.monotonic()
     try:
         done = subprocess.run(command, shell=True, capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL)
+                              timeout=timeout_s, stdin=subprocess.DEVNULL,
+                              env=secrets.clean_environment())
     except subprocess.TimeoutExpired as exc:
         out = exc.stdout.decode(errors="replace") if isinstance(exc.stdout, bytes) else ""
         return CommandResult(command, None, secrets.mask(out), "timed out",

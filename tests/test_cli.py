@@ -11,8 +11,9 @@ import nbformat
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-FINDINGS_KEYS = {"runbook", "target", "incident_id", "started_at", "finished_at", "parameters",
-                 "status", "findings", "actions"}
+FINDINGS_KEYS = {"runbook", "target", "incident_id", "started_at", "finished_at",
+                 "interrupted_at", "run_by", "fraiseql_rb_version", "notebook_sha256",
+                 "parameters", "status", "findings", "actions"}
 
 
 def cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None

@@ -142,6 +142,13 @@ def test_server_down_with_execute_recovers_after_restart(healthy_sandbox):
         assert action["executed"] is True and action["result"]["returncode"] == 0
         assert action["command"] == inventory_value(healthy_sandbox, "restart_command")
         assert by_check(data)["service.restart"]["evidence"]["healthy"] is True
+        # the run's status is the state after the restart: what was wrong stays in the
+        # timeline, resolved by the restart, and the run is a warning (watch it), not critical
+        health = next(f for f in data["findings"] if f["check"] == "service.health")
+        assert health["status"] == "critical"
+        assert health["resolved_by"].startswith("service.restart at ")
+        assert data["status"] == "warning" and result.returncode == 1, result.stdout
+        assert action["confirmed_by"].endswith("(execute=True)")
         response = health_of(healthy_sandbox)
         assert response.status_code == 200 and response.json()["status"] == "healthy"
         running = snapshot(healthy_sandbox)["server_pid_alive"]

@@ -24,7 +24,9 @@ def test_every_record_is_on_disk_in_the_documented_shape(tmp_path):
     assert on_disk["status"] == "critical"
     assert on_disk["parameters"]["admin_token"] == "***"
     assert set(on_disk) == {"runbook", "target", "incident_id", "started_at", "finished_at",
-                            "parameters", "status", "findings", "actions"}
+                            "interrupted_at", "run_by", "fraiseql_rb_version",
+                            "notebook_sha256", "parameters", "status", "findings", "actions"}
+    assert on_disk["finished_at"] is None  # still running
     finding = on_disk["findings"][0]
     assert set(finding) == {"check", "status", "at", "summary", "evidence", "remediation"}
     assert finding["at"].endswith("Z")
@@ -33,7 +35,7 @@ def test_every_record_is_on_disk_in_the_documented_shape(tmp_path):
     assert on_disk["actions"][0] == {"action": "restart_service",
                                      "command": "systemctl restart fraiseql",
                                      "executed": False, "result": None,
-                                     "at": on_disk["actions"][0]["at"]}
+                                     "at": on_disk["actions"][0]["at"], "confirmed_by": None}
 
 
 def test_from_file_round_trips(tmp_path):
@@ -46,3 +48,25 @@ def test_from_file_round_trips(tmp_path):
     data = json.loads(path.read_text())
     assert [f["check"] for f in data["findings"]] == ["a", "b"]
     assert data["status"] == "warning"
+
+
+def test_a_later_finding_resolves_an_earlier_one_without_hiding_it(tmp_path):
+    log = FindingsLog("service-down", "t", path=tmp_path / "findings.json")
+    log.record("service.health", "critical", "no answer")
+    log.record("service.logs", "warning", "errors in the log")
+    log.record("service.restart", "ok", "healthy again", resolves=("service.health",))
+    data = json.loads((tmp_path / "findings.json").read_text())
+    health = data["findings"][0]
+    assert health["status"] == "critical" and health["resolved_by"].startswith("service.restart")
+    assert "resolved_by" not in data["findings"][1]
+    assert data["status"] == "warning"  # the state now: the logs warning still stands
+    again = FindingsLog.from_file(tmp_path / "findings.json")
+    assert again.status is Status.WARNING
+
+
+def test_an_interrupted_log_has_no_finish(tmp_path):
+    log = FindingsLog("x", "t", path=tmp_path / "findings.json")
+    log.record("a", "ok", "fine")
+    log.interrupt("2026-12-07T12:00:00Z")
+    data = json.loads((tmp_path / "findings.json").read_text())
+    assert data["finished_at"] is None and data["interrupted_at"] == "2026-12-07T12:00:00Z"

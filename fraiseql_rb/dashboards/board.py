@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import functools
 import math
-import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -35,7 +34,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullLocator
 
-from .. import config, metrics, plots, prometheus, secrets, thresholds
+from .. import config, metrics, plots, progress, prometheus, secrets, thresholds
 from ..context import RunContext, describe_error
 from ..errors import UsageError
 from ..findings import Finding, Status
@@ -391,7 +390,7 @@ class Board:
         if self._pair is None and self._pair_error is None:
             try:
                 first = metrics.scrape(self.run)
-                time.sleep(self.sample_interval_s)
+                progress.pause(self.sample_interval_s, "between the two /metrics scrapes")
                 self._pair = (first, metrics.scrape(self.run))
             except metrics.ScrapeError as exc:
                 self._pair_error = str(exc)

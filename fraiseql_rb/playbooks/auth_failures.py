@@ -37,7 +37,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from psycopg.conninfo import conninfo_to_dict
 
-from .. import audit, config, metrics, plots, postgres, thresholds, tls
+from .. import audit, config, metrics, plots, postgres, progress, thresholds, tls
 from ..context import RunContext, check, describe_error
 from ..diagnosis import Candidate, Vocabulary
 from ..errors import UsageError
@@ -585,7 +585,7 @@ def _rate_events(ctx: RunContext, start: datetime, end: datetime, baseline_windo
 def _rate_metrics(ctx: RunContext, sample_s: float) -> Finding:
     try:
         first = metrics.scrape(ctx)
-        time.sleep(max(0.0, sample_s))
+        progress.pause(sample_s, "between the two /metrics scrapes")
         second = metrics.scrape(ctx)
     except Exception as exc:  # noqa: BLE001
         return ctx.record("rate_limit.metrics", Status.UNKNOWN,

@@ -43,7 +43,7 @@ import pandas as pd
 import psycopg
 from psycopg.rows import dict_row
 
-from .. import metrics, pgstats, plots, postgres, secrets, service, thresholds
+from .. import metrics, pgstats, plots, postgres, progress, secrets, service, thresholds
 from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..findings import Finding, Status
@@ -218,7 +218,7 @@ def idle_in_transaction(ctx: RunContext, idle_threshold_s: float = 60,
     role = app_role(ctx)
     with postgres.connect(url) as conn:
         first = sessions(conn)
-        time.sleep(max(0.0, observe_s))
+        progress.pause(observe_s, "between the two readings of the sessions")
         second = sessions(conn)
 
     def server_idle(found: list[dict[str, Any]]) -> int:
@@ -530,7 +530,7 @@ def terminate_idle_in_transaction(ctx: RunContext, idle_threshold_s: float = 60)
 
 def pool_after(ctx: RunContext, wait_s: float = 2.0) -> dict[str, Any]:
     """The pool as the server reports it `wait_s` after a termination: did it notice?"""
-    time.sleep(wait_s)
+    progress.pause(wait_s, "for the pool to notice the termination")
     try:
         detail = admin_detail(ctx)
     except Exception as exc:  # noqa: BLE001 - the termination stands either way

@@ -52,7 +52,7 @@ import pandas as pd
 import psycopg
 from matplotlib.figure import Figure
 
-from .. import metrics, plots, postgres, prometheus, secrets, service, thresholds
+from .. import metrics, plots, postgres, progress, prometheus, secrets, service, thresholds
 from ..context import RunContext, check, describe_error
 from ..dashboards import board
 from ..diagnosis import Candidate, Vocabulary
@@ -395,11 +395,12 @@ def collect(ctx: RunContext, window_s: float, range_text: str, *,
         _safe_scrape(ctx, w)
         read("start", probe.at_ends if probe else None)
         tick_s = min(5.0, max(1.0, window_s / 5))
-        while (left := window_s - (time.monotonic() - began)) > 0:
-            time.sleep(min(tick_s, left))
-            if window_s - (time.monotonic() - began) > 0.5:
-                _safe_scrape(ctx, w)
-                read("ticks", probe.each_tick if probe else None)
+        with progress.waiting("sampling window", window_s):
+            while (left := window_s - (time.monotonic() - began)) > 0:
+                time.sleep(min(tick_s, left))
+                if window_s - (time.monotonic() - began) > 0.5:
+                    _safe_scrape(ctx, w)
+                    read("ticks", probe.each_tick if probe else None)
         _safe_scrape(ctx, w)
         read("ticks", probe.each_tick if probe else None)
         read("end", probe.at_ends if probe else None)

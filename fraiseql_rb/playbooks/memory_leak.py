@@ -40,7 +40,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import capacity, host, metrics, plots, postgres, secrets, target_commands
+from .. import capacity, host, metrics, plots, postgres, progress, secrets, target_commands
 from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..findings import Finding, Status
@@ -223,13 +223,14 @@ def sample(ctx: RunContext, window_s: float = 20, interval_s: float = 2) -> Find
     print(f"sampling {count} times, every {interval_s:g} s ({source.detail or 'no RSS'})",
           flush=True)
     try:
-        for i in range(count):
-            time.sleep(max(0.0, began + i * interval_s - time.monotonic()))
-            rows.append(_one_sample(ctx, source, conn, began, errors))
-            row = rows[-1]
-            print(f"  {row['elapsed_s']:6.1f} s  rss {_mb(row['rss_bytes']):>12}  "
-                  f"app connections {row['app_connections']}  pool active "
-                  f"{row['pool_active']} waiting {row['pool_waiting']}", flush=True)
+        with progress.waiting("sampling the server's memory", window_s):
+            for i in range(count):
+                time.sleep(max(0.0, began + i * interval_s - time.monotonic()))
+                rows.append(_one_sample(ctx, source, conn, began, errors))
+                row = rows[-1]
+                print(f"  {row['elapsed_s']:6.1f} s  rss {_mb(row['rss_bytes']):>12}  "
+                      f"app connections {row['app_connections']}  pool active "
+                      f"{row['pool_active']} waiting {row['pool_waiting']}", flush=True)
     finally:
         if conn is not None:
             conn.close()

@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from .. import config, database, secrets, service, target_commands
+from .. import config, database, progress, secrets, service, target_commands
 from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..findings import Finding, Status, isoformat, utcnow
@@ -237,6 +237,9 @@ def wait_for_health(ctx: RunContext, wait_s: float, poll_s: float = 1.0
             time.sleep(max(0.0, poll_s - (time.monotonic() - began - elapsed)))
 
 
+RESTART_RESOLVES = ("service.health", "service.readiness", "service.process")
+
+
 @check("service.restart")
 def restart(ctx: RunContext, wait_s: float = 30, poll_s: float = 1.0) -> Finding:
     """§4.2 steps 4-5: `systemctl restart fraiseql` through restart_command, only with
@@ -278,14 +281,18 @@ def restart(ctx: RunContext, wait_s: float = 30, poll_s: float = 1.0) -> Finding
                           "run it by hand and read its error; then the checks below")
     print(f"waiting up to {wait_s:g} s for /health to answer healthy (§4.2 step 5)",
           flush=True)
-    p, status, summary, waited, polls = wait_for_health(ctx, wait_s, poll_s)
+    with progress.waiting("waiting for /health after the restart", wait_s):
+        p, status, summary, waited, polls = wait_for_health(ctx, wait_s, poll_s)
     body = p.body if isinstance(p.body, dict) else {}
     evidence.update({"healthy": status is Status.OK, "waited_s": waited, "polls": polls,
                      "http_status": p.status_code, "status": body.get("status"),
                      "version": body.get("version"), "schema_hash": body.get("schema_hash")})
     if status is Status.OK:
+        # health, readiness and process state are what the restart fixed: they stay in the
+        # timeline but the run's status is the state after it
         return ctx.record("service.restart", Status.OK,
-                          f"healthy again {waited:.1f} s after the restart: {summary}", evidence)
+                          f"healthy again {waited:.1f} s after the restart: {summary}", evidence,
+                          resolves=RESTART_RESOLVES)
     return ctx.record("service.restart", Status.CRITICAL,
                       f"still not healthy {waited:.1f} s after the restart: {summary}", evidence,
                       "continue with the checks below (database, configuration, changes)")
