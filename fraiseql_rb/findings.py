@@ -38,7 +38,7 @@ class Status(StrEnum):
 # Overall status is the worst finding; unknown ranks above warning and below critical, and
 # info (context, manual steps) never changes it.
 _RANK = {Status.OK: 0, Status.WARNING: 1, Status.UNKNOWN: 2, Status.CRITICAL: 3}
-_COLOURS = {
+STATUS_COLOURS = {
     Status.OK: "#1a7f37", Status.WARNING: "#9a6700", Status.CRITICAL: "#cf222e",
     Status.UNKNOWN: "#6e7781", Status.INFO: "#0969da",
 }
@@ -105,7 +105,7 @@ class Finding:
         return text
 
     def _repr_html_(self) -> str:
-        colour = _COLOURS[self.status]
+        colour = STATUS_COLOURS[self.status]
         rows = "".join(
             f"<tr><td style='text-align:left'><code>{html.escape(str(k))}</code></td>"
             f"<td style='text-align:left'>{html.escape(_short(v))}</td></tr>"

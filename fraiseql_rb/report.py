@@ -22,12 +22,8 @@ from datetime import datetime
 from typing import Any
 
 from . import secrets
-from .findings import Action, Finding
+from .findings import STATUS_COLOURS, Action, Finding
 
-STATUS_COLOURS = {
-    "ok": "#1a7f37", "warning": "#9a6700", "critical": "#cf222e", "unknown": "#6e7781",
-    "info": "#0969da",
-}
 _STATUS_ORDER = ("critical", "unknown", "warning", "ok", "info")
 
 

@@ -35,7 +35,7 @@ from matplotlib.figure import Figure
 from . import audit, config, database, plots, preflight, secrets, security_review, thresholds, tls
 from .context import RunContext, check, describe_error
 from .errors import RunbookError, UsageError
-from .findings import Finding, Status, isoformat, utcnow, worst
+from .findings import STATUS_COLOURS, Finding, Status, isoformat, utcnow, worst
 
 # ---- policy compliance ---------------------------------------------------------------------
 
@@ -408,8 +408,6 @@ def begin(ctx: RunContext, month: str | None = None, *, top_n: int = security_re
 COLUMN_WEIGHTS = {"user": 3.4, "ip": 1.9, "value": 3.0, "by": 0.6, "events": 1.0,
                   "outside_hours": 1.2, "ips": 0.7, "users": 0.8, "first_seen": 1.7,
                   "last_seen": 1.7}
-STATUS_COLOURS = {"ok": "#1a7f37", "warning": "#9a6700", "critical": "#cf222e",
-                  "unknown": "#6e7781", "info": "#0969da"}
 
 
 def pdf_name(label: str) -> str:

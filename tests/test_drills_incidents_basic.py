@@ -109,7 +109,8 @@ def test_server_down_dry_run_is_process_down_with_the_restart_recorded(healthy_s
     assert data["actions"] == [{
         "action": "restart_service", "command": inventory_value(healthy_sandbox,
                                                                 "restart_command"),
-        "executed": False, "at": data["actions"][0]["at"], "result": None}]
+        "executed": False, "at": data["actions"][0]["at"], "result": None,
+        "confirmed_by": None}]
 
 
 @drill
