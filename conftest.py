@@ -1,14 +1,17 @@
 """Shared fixtures: real PostgreSQL clusters (pg_fixtures) and one live drill sandbox.
 
-The sandbox is started once per session, lazily, by whichever needs it first: a test using
-the `sandbox` fixture, or nbval's notebook items (which cannot use fixtures, so the
-collection hook starts it and points the notebooks' kernels at it through the environment).
+The sandbox is started once per session (once per pytest-xdist worker), lazily, by whichever
+needs it first: a test using the `sandbox` fixture, or nbval's notebook items (which cannot use
+fixtures, so a setup hook starts it and points the notebooks' kernels at it through the
+environment).
 """
 
 from __future__ import annotations
 
+import functools
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -75,7 +78,9 @@ _live: LiveSandbox | None = None
 def live_sandbox() -> LiveSandbox:
     global _live
     if _live is None:
-        root = Path(tempfile.mkdtemp(prefix="fraiseql-rb-test-sandbox-", dir="/tmp"))
+        # one sandbox per pytest-xdist worker (gw0, gw1, ...): drills fault their own
+        worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
+        root = Path(tempfile.mkdtemp(prefix=f"fraiseql-rb-test-sandbox-{worker}-", dir="/tmp"))
         shutil.rmtree(root)  # `up` wants to create it
         result = manager.up(root, audit_events=5_000)
         reports = Path(tempfile.mkdtemp(prefix="fraiseql-rb-test-reports-"))
@@ -100,9 +105,47 @@ def healthy_sandbox(sandbox: LiveSandbox) -> LiveSandbox:
         sandbox.heal(name)
 
 
+SANDBOX_FIXTURES = {"sandbox", "healthy_sandbox"}
+CLUSTER_FIXTURES = {"pg_cluster", "make_cluster"}
+
+
+# A module that starts processes (the CLI, a kernel, a server) is not made of unit tests.
+_STARTS_PROCESSES = re.compile(r"\b(subprocess|Popen|multiprocessing|standin_server|"
+                               r"prometheus\.start|redis_server)\b")
+
+
+def _is_notebook(item: pytest.Item) -> bool:
+    return ".ipynb::" in item.nodeid or item.nodeid.endswith(".ipynb")
+
+
+@functools.cache
+def _starts_processes(module: Path) -> bool:
+    return bool(_STARTS_PROCESSES.search(module.read_text()))
+
+
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
-    if any(item.nodeid.endswith(".ipynb") or ".ipynb::" in item.nodeid for item in items):
+    """Mark every test by what it needs, so `-m unit` runs the fast ones alone: `notebook`
+    (nbval cells) and `sandbox` need the live sandbox, `postgres` a cluster of its own;
+    the rest is `unit`."""
+    for item in items:
+        needs = set(getattr(item, "fixturenames", ()))
+        if _is_notebook(item):
+            item.add_marker(pytest.mark.notebook)
+            item.add_marker(pytest.mark.sandbox)
+        elif needs & SANDBOX_FIXTURES:
+            item.add_marker(pytest.mark.sandbox)
+        elif needs & CLUSTER_FIXTURES:
+            item.add_marker(pytest.mark.postgres)
+        elif not item.get_closest_marker("slow") and not _starts_processes(item.path):
+            item.add_marker(pytest.mark.unit)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """nbval's kernel starts with the notebook's first cell and cannot take fixtures: start
+    this worker's sandbox before it, so the kernel inherits the sandbox's inventory."""
+    if _is_notebook(item):
         live_sandbox()
 
 
