@@ -13,11 +13,11 @@ import functools
 import json
 import os
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from . import artifacts, inventory, paths, progress, provenance, secrets
+from . import artifacts, inventory, paths, progress, provenance, reachability, secrets
 from .errors import RunbookError
 from .findings import Action, Finding, FindingsLog, Status
 
@@ -38,6 +38,12 @@ class RunContext:
     confirm: str | None = None
     inventory_path: str | None = None
     _target: inventory.Target | None = None
+    # Endpoints that hung in this run: later probes of them are skipped (see reachability).
+    unresponsive: reachability.Unresponsive = field(default_factory=reachability.Unresponsive,
+                                                    repr=False)
+
+    def __post_init__(self) -> None:
+        reachability.activate(self.unresponsive)
 
     @classmethod
     def adhoc(cls, runbook: str = "adhoc", target: inventory.Target | None = None, *,
@@ -62,6 +68,23 @@ class RunContext:
                resolves: tuple[str, ...] = ()) -> Finding:
         return self.log.record(check, status, summary, evidence, remediation, table,
                                resolves=resolves)
+
+    def record_skipped(self, check: str, timeout: reachability.Timeout) -> Finding:
+        """`check` was not run because its endpoint already hung in this run: unknown."""
+        return self.record(check, Status.UNKNOWN, timeout.summary(), timeout.evidence(),
+                           f"find why {timeout.endpoint} accepts connections but never "
+                           "answers (a hung process, a stuck proxy, a firewall dropping "
+                           "replies), then rerun")
+
+    def could_not_run(self, check: str, exc: BaseException,
+                      remediation: str = "fix what stopped the check (inventory, network, "
+                                         "credentials) and rerun") -> Finding:
+        """The `unknown` finding for a check that raised; a skip says which endpoint hung."""
+        if isinstance(exc, reachability.Skipped):
+            return self.record_skipped(check, exc.timeout)
+        return self.record(check, Status.UNKNOWN,
+                           f"could not run the check: {describe_error(exc)}",
+                           {"error": type(exc).__name__}, remediation)
 
     def action(self, action: str, command: str, *, executed: bool,
                result: Any = None) -> Action:
@@ -132,11 +155,7 @@ def check(name: str) -> Callable[[Callable[P, R]], Callable[P, R | Finding]]:
             try:
                 return func(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any failure means "could not check"
-                return ctx.record(
-                    name, Status.UNKNOWN, f"could not run the check: {describe_error(exc)}",
-                    {"error": type(exc).__name__},
-                    "fix what stopped the check (inventory, network, credentials) and rerun",
-                )
+                return ctx.could_not_run(name, exc)
 
         return wrapper
 

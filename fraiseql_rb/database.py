@@ -17,6 +17,8 @@ def check_reachable(ctx: RunContext) -> Finding:
     url = ctx.target.database_url()
     try:
         info = postgres.server_info(url)
+    except postgres.ConnectionSkipped as exc:
+        return ctx.record_skipped("database.reachable", exc.timeout)
     except postgres.ConnectionFailed as exc:
         return ctx.record("database.reachable", Status.CRITICAL,
                           f"cannot connect to PostgreSQL as the application role: {exc}",

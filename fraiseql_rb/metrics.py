@@ -28,6 +28,7 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from .errors import RunbookError
+from .reachability import Skipped
 
 if TYPE_CHECKING:
     from .context import RunContext
@@ -48,6 +49,10 @@ HISTOGRAM_SUFFIXES = ("_bucket", "_sum", "_count")
 
 class ScrapeError(RunbookError):
     """/metrics could not be read or parsed; the message says what to fix."""
+
+
+class ScrapeSkipped(ScrapeError, Skipped):
+    """/metrics was not requested: the server's endpoint already hung in this run."""
 
 
 # ---- the catalog ---------------------------------------------------------------------------
@@ -479,6 +484,8 @@ def scrape(ctx: RunContext, base_url: str | None = None) -> Scrape:
 
     with service.client(ctx) as http:
         probe = service.scrape(ctx, http, base_url)
+    if probe.skipped:
+        raise ScrapeSkipped(probe.skipped)
     if not probe.reachable:
         raise ScrapeError(f"metrics endpoint {probe.url} unreachable: {probe.error}")
     hints = {

@@ -13,7 +13,7 @@ from urllib.parse import urlsplit
 import psycopg
 from psycopg.rows import dict_row
 
-from . import secrets, thresholds
+from . import reachability, secrets, thresholds
 
 
 def connect(url: str, *, connect_timeout_s: int = thresholds.DB_CONNECT_TIMEOUT_S,
@@ -22,15 +22,48 @@ def connect(url: str, *, connect_timeout_s: int = thresholds.DB_CONNECT_TIMEOUT_
     options = (f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms}"
                " -c lock_timeout=2000")
     try:
-        return psycopg.connect(url, connect_timeout=connect_timeout_s, autocommit=True,
-                               options=options, application_name="fraiseql-rb",
-                               row_factory=dict_row)
+        return open_session(url, connect_timeout_s=connect_timeout_s, autocommit=True,
+                            options=options, application_name="fraiseql-rb",
+                            row_factory=dict_row)
     except psycopg.Error as exc:
         raise ConnectionFailed(secrets.mask(first_line(exc))) from None
 
 
+def open_session(url: str, *, connect_timeout_s: float, **kwargs: Any) -> psycopg.Connection:
+    """`psycopg.connect` through the run's memo of hung endpoints (see `reachability`).
+
+    Every connection to a target's database goes through here. A host:port whose connection
+    attempt already timed out in this run raises `ConnectionSkipped` (a ConnectionFailed) at
+    once; a new connect timeout on a server that does not even answer an SSLRequest is
+    remembered. psycopg's own errors pass through unchanged for callers that classify them.
+    """
+    memo = reachability.active()
+    endpoint = reachability.postgres_endpoint(url) if memo is not None else None
+    if memo is not None and endpoint is not None:
+        memo.check(endpoint, ConnectionSkipped)
+    try:
+        conn = psycopg.connect(url, connect_timeout=connect_timeout_s, **kwargs)
+    except psycopg.OperationalError as exc:
+        if memo is not None and is_timeout(exc):
+            reachability.postgres_timed_out(memo, url, connect_timeout_s)
+        raise
+    if memo is not None and endpoint is not None:
+        memo.forget(endpoint)
+    return conn
+
+
+def is_timeout(exc: BaseException) -> bool:
+    """Did a connection attempt run out of connect_timeout (not refused, not rejected)?"""
+    timeout = getattr(psycopg.errors, "ConnectionTimeout", None)  # psycopg >= 3.2
+    return (timeout is not None and isinstance(exc, timeout)) or "timeout expired" in str(exc)
+
+
 class ConnectionFailed(Exception):
     """The database could not be reached; the message is masked and one line."""
+
+
+class ConnectionSkipped(ConnectionFailed, reachability.Skipped):
+    """No connection attempted: the database's host:port already hung in this run."""
 
 
 def first_line(exc: BaseException) -> str:

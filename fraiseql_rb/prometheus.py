@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 
-from . import secrets
+from . import reachability, secrets
 from .errors import RunbookError, UsageError
 
 if TYPE_CHECKING:
@@ -38,6 +38,10 @@ MAX_POINTS = 11_000
 
 class PrometheusError(RunbookError):
     """Prometheus could not answer: unreachable, an HTTP error, or a rejected query."""
+
+
+class PrometheusSkipped(PrometheusError, reachability.Skipped):
+    """Prometheus was not asked: its endpoint already hung in this run."""
 
 
 @dataclass(frozen=True)
@@ -68,12 +72,15 @@ class PrometheusClient:
     """Read-only access to one Prometheus server. Use as a context manager or call `close()`."""
 
     def __init__(self, base_url: str, timeout_s: float = DEFAULT_TIMEOUT_S, *,
-                 token: str | None = None, verify: Any = True) -> None:
+                 token: str | None = None, verify: Any = True,
+                 memo: reachability.Unresponsive | None = None) -> None:
         self.base_url = base_url.rstrip("/")
         self.timeout_s = timeout_s
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        self._http = httpx.Client(timeout=timeout_s, verify=verify, headers=headers,
-                                  follow_redirects=False)
+        # `memo`: the run's hung endpoints (default: the active run's); a hung Prometheus is
+        # asked once per run, then every call raises PrometheusSkipped at once
+        self._http = reachability.Client(timeout=timeout_s, verify=verify, headers=headers,
+                                         follow_redirects=False, memo=memo)
 
     def __repr__(self) -> str:
         return f"PrometheusClient({secrets.mask(self.base_url)!r})"
@@ -95,6 +102,8 @@ class PrometheusClient:
         where = secrets.mask(self.base_url)
         try:
             response = self._http.get(url, params=params)
+        except reachability.Skipped as exc:
+            raise PrometheusSkipped(exc.timeout) from None
         except httpx.TimeoutException:
             raise PrometheusError(f"Prometheus at {where} did not answer within "
                                   f"{self.timeout_s:g} s") from None
@@ -127,7 +136,7 @@ class PrometheusClient:
         """
         try:
             return self._http.get(f"{self.base_url}/-/ready").status_code == 200
-        except httpx.HTTPError:
+        except (httpx.HTTPError, reachability.Skipped):
             return False
 
     def query(self, expr: str, at: datetime | None = None) -> list[Sample]:
@@ -239,7 +248,8 @@ def from_target(ctx: RunContext) -> PrometheusClient | None:
     verify: Any = True
     if ctx.target.get("ca_bundle"):
         verify = ssl.create_default_context(cafile=ctx.target.get("ca_bundle"))
-    return PrometheusClient(str(url), token=ctx.target.secret("prometheus_token"), verify=verify)
+    return PrometheusClient(str(url), token=ctx.target.secret("prometheus_token"), verify=verify,
+                            memo=ctx.unresponsive)
 
 
 # -- result shaping ----------------------------------------------------------------------------

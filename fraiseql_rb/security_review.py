@@ -241,14 +241,18 @@ def describe_week(start: datetime, end: datetime) -> str:
 
 
 def weekly_counts(ctx: RunContext, start: datetime, end: datetime,
-                  kinds: Iterable[str] = WEEKLY_KINDS) -> pd.DataFrame:
+                  kinds: Iterable[str] = WEEKLY_KINDS) -> pd.DataFrame | Finding:
     """Each kind this week and the week before: DataFrame(kind, what, this week,
     previous week, change). Records `security.weekly_counts` (info: context for the
-    reviewer; the daily review is what alarms)."""
+    reviewer; the daily review is what alarms). Never raises: counts that cannot be read
+    are an `unknown` finding."""
     chosen = audit._kinds(kinds)
     span = end - start
-    now = audit.counts(ctx, start, end, chosen).set_index("kind")["count"]
-    before = audit.counts(ctx, start - span, start, chosen).set_index("kind")["count"]
+    try:
+        now = audit.counts(ctx, start, end, chosen).set_index("kind")["count"]
+        before = audit.counts(ctx, start - span, start, chosen).set_index("kind")["count"]
+    except Exception as exc:  # noqa: BLE001 - the review's other steps still stand
+        return ctx.could_not_run("security.weekly_counts", exc)
     rows = [{"kind": k, "what": _label(k), "this week": int(now[k]),
              "previous week": int(before[k]), "change": int(now[k]) - int(before[k])}
             for k in chosen]

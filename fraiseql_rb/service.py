@@ -18,7 +18,7 @@ import httpx
 import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
-from . import thresholds
+from . import reachability, thresholds
 from .context import RunContext, check
 from .findings import Finding, Status
 
@@ -52,6 +52,8 @@ class Probe:
     elapsed_ms: float | None = None
     error: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    # set when the request was not sent: its endpoint already hung in this run
+    skipped: reachability.Timeout | None = None
 
     @property
     def reachable(self) -> bool:
@@ -59,11 +61,18 @@ class Probe:
 
 
 def client(ctx: RunContext | None = None,
-           timeout_s: float = thresholds.HTTP_TIMEOUT_S) -> httpx.Client:
+           timeout_s: float = thresholds.HTTP_TIMEOUT_S, *,
+           skip_unresponsive: bool = True) -> httpx.Client:
+    """The HTTP client for the target's endpoints. It consults the run's memo of hung
+    endpoints (see `reachability`): a request to one raises `reachability.Skipped` at once,
+    which `probe` and `scrape` turn into a skipped Probe. `skip_unresponsive=False` tries
+    them anyway (polling for a restarted server)."""
     verify: Any = True
     if ctx is not None and ctx.target.get("ca_bundle"):
         verify = ssl.create_default_context(cafile=ctx.target.get("ca_bundle"))
-    return httpx.Client(timeout=timeout_s, verify=verify, follow_redirects=False)
+    return reachability.Client(timeout=timeout_s, verify=verify, follow_redirects=False,
+                               memo=ctx.unresponsive if ctx is not None else None,
+                               skip=skip_unresponsive)
 
 
 def probe(http: httpx.Client, method: str, url: str, *, token: str | None = None,
@@ -73,6 +82,9 @@ def probe(http: httpx.Client, method: str, url: str, *, token: str | None = None
     started = time.perf_counter()
     try:
         response = http.request(method, url, headers=headers, json=json_body)
+    except reachability.Skipped as exc:
+        result.error, result.skipped = str(exc), exc.timeout
+        return result
     except httpx.HTTPError as exc:
         result.error = _describe_http_error(exc)
         return result
@@ -130,6 +142,8 @@ def check_health(ctx: RunContext) -> Finding:
     """§2.1 step 3: `curl -s /health | jq .` with the fields explained."""
     with client(ctx) as http:
         p = probe(http, "GET", f"{ctx.target.fraiseql_url}/health")
+    if p.skipped:
+        return ctx.record_skipped("service.health", p.skipped)
     status, summary = health_verdict(p)
     body = p.body if isinstance(p.body, dict) else {}
     db = body.get("database") or {}
@@ -151,6 +165,8 @@ def check_readiness(ctx: RunContext) -> Finding:
     """/readiness is what a load balancer should route on: 200 ready or 503 with a reason."""
     with client(ctx) as http:
         p = probe(http, "GET", f"{ctx.target.fraiseql_url}/readiness")
+    if p.skipped:
+        return ctx.record_skipped("service.readiness", p.skipped)
     body = p.body if isinstance(p.body, dict) else {}
     evidence = {"http_status": p.status_code, "status": body.get("status"),
                 "reason": body.get("reason"), "elapsed_ms": p.elapsed_ms, "error": p.error}
@@ -175,6 +191,8 @@ def check_graphql(ctx: RunContext) -> Finding:
     by a default server, so it cannot be the smoke test)."""
     with client(ctx) as http:
         p = graphql(http, ctx.target.fraiseql_url, TYPENAME_QUERY)
+    if p.skipped:
+        return ctx.record_skipped("graphql.probe", p.skipped)
     body = p.body if isinstance(p.body, dict) else {}
     evidence = {"query": TYPENAME_QUERY, "http_status": p.status_code,
                 "elapsed_ms": p.elapsed_ms, "response": body or p.error}
@@ -194,6 +212,8 @@ def check_introspection(ctx: RunContext) -> Finding:
     """The runbook's §2.1 smoke test, run only on request: v2 refuses it by default."""
     with client(ctx) as http:
         p = graphql(http, ctx.target.fraiseql_url, INTROSPECTION_QUERY)
+    if p.skipped:
+        return ctx.record_skipped("graphql.introspection", p.skipped)
     body = p.body if isinstance(p.body, dict) else {}
     types = (((body.get("data") or {}).get("__schema") or {}).get("types")) if body else None
     evidence = {"http_status": p.status_code, "elapsed_ms": p.elapsed_ms}
@@ -218,6 +238,9 @@ def scrape(ctx: RunContext, http: httpx.Client, base_url: str | None = None) -> 
     started = time.perf_counter()
     try:
         response = http.get(url, headers=headers)
+    except reachability.Skipped as exc:
+        result.error, result.skipped = str(exc), exc.timeout
+        return result
     except httpx.HTTPError as exc:
         result.error = _describe_http_error(exc)
         return result
@@ -233,6 +256,8 @@ def check_metrics_endpoint(ctx: RunContext) -> Finding:
     has_token = ctx.target.has("metrics_token")
     with client(ctx) as http:
         p = scrape(ctx, http)
+    if p.skipped:
+        return ctx.record_skipped("metrics.endpoint", p.skipped)
     evidence: dict[str, Any] = {"url": p.url, "http_status": p.status_code,
                                 "elapsed_ms": p.elapsed_ms, "token_configured": has_token}
     if not p.reachable:
@@ -271,13 +296,18 @@ def check_response_times(ctx: RunContext, samples: int = 5,
                          critical_ms: float = thresholds.RESPONSE_TIME_MS.critical) -> Finding:
     """Round trips of /health and `{ __typename }`; thresholds from §6.1 and §3.2."""
     measured: dict[str, list[float]] = {"/health": [], "/graphql": []}
+    skipped: reachability.Timeout | None = None
     with client(ctx) as http:
         base = ctx.target.fraiseql_url
         for _ in range(samples):
-            for name, p in (("/health", probe(http, "GET", f"{base}/health")),
-                            ("/graphql", graphql(http, base, TYPENAME_QUERY))):
+            for name, send in (("/health", lambda: probe(http, "GET", f"{base}/health")),
+                               ("/graphql", lambda: graphql(http, base, TYPENAME_QUERY))):
+                p = send()
+                skipped = skipped or p.skipped
                 if p.elapsed_ms is not None:
                     measured[name].append(p.elapsed_ms)
+            if skipped:
+                break  # the endpoint hung: every further request would be skipped too
     table = pd.DataFrame([
         {"endpoint": name, "samples": len(v), "median_ms": _q(v, 0.5), "p95_ms": _q(v, 0.95),
          "max_ms": max(v) if v else None} for name, v in measured.items()
@@ -286,6 +316,8 @@ def check_response_times(ctx: RunContext, samples: int = 5,
     evidence = {"samples": samples, "p95_ms": _q(all_ms, 0.95), "warning_ms": warning_ms,
                 "critical_ms": critical_ms,
                 "per_endpoint": table.to_dict(orient="records")}
+    if skipped:  # a round-trip figure with requests missing would not be the one asked for
+        return ctx.record_skipped("service.response_time", skipped)
     if not all_ms:
         return ctx.record("service.response_time", Status.CRITICAL,
                           "no request got an answer", evidence, "run the service-down playbook")

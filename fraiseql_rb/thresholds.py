@@ -34,6 +34,10 @@ POSTGRES_MIN_VERSION = Threshold(
 HTTP_TIMEOUT_S = 5.0
 DB_CONNECT_TIMEOUT_S = 5
 DB_STATEMENT_TIMEOUT_MS = 10_000
+# A request that timed out is re-tried as a bare hello (a malformed HTTP request line, an
+# SSLRequest) that any live server answers at once; silence for this long means the endpoint
+# is hung, and the run skips it from then on (fraiseql_rb.reachability).
+HUNG_CONFIRM_S = 2.0
 # FraiseQL v2's pool_max_size when neither the admin API nor the config says otherwise.
 V2_DEFAULT_POOL_MAX = 20
 

@@ -35,7 +35,7 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, Subject, VerificationError
 from psycopg.conninfo import conninfo_to_dict
 
-from . import postgres, thresholds
+from . import postgres, reachability, thresholds
 from .context import RunContext, describe_error
 from .findings import Finding, Status, isoformat, utcnow
 
@@ -439,7 +439,9 @@ def fetch_peer_certificate(host: str, port: int, timeout: float = 5,
     Certificate verification is deliberately off (see `_inspection_context`): the point is to
     inspect what the server presents, including a certificate no client should trust.
     """
-    with socket.create_connection((host, port), timeout=timeout) as raw, \
+    endpoint = reachability.endpoint("https", host, port)
+    with reachability.socket_probe(endpoint, f"TLS handshake timeout {timeout:g} s"), \
+            socket.create_connection((host, port), timeout=timeout) as raw, \
             _inspection_context(max_version).wrap_socket(
                 raw, server_hostname=_sni(host, server_hostname)) as tls:
         return _peer(tls)
@@ -463,7 +465,9 @@ def fetch_postgres_certificate(host: str, port: int, timeout: float = 5,
     (ssl = off). Verification is off, as in `fetch_peer_certificate`: we inspect, not trust.
     No startup packet follows, so no credentials are sent.
     """
-    with socket.create_connection((host, port), timeout=timeout) as raw:
+    endpoint = reachability.endpoint("postgresql", host, port)
+    with reachability.socket_probe(endpoint, f"SSLRequest timeout {timeout:g} s"), \
+            socket.create_connection((host, port), timeout=timeout) as raw:
         raw.sendall(struct.pack("!ii", 8, SSL_REQUEST_CODE))
         answer = _recv_exact(raw, 1)
         if answer == b"N":
@@ -503,10 +507,8 @@ def _guarded(ctx: RunContext, check_name: str, aspect: Callable[[], Finding | No
     try:
         return aspect()
     except Exception as exc:  # noqa: BLE001 - any failure means "could not check"
-        return ctx.record(check_name, Status.UNKNOWN,
-                          f"could not run the check: {describe_error(exc)}",
-                          {"error": type(exc).__name__},
-                          "fix what stopped the check (path, network, permissions) and rerun")
+        return ctx.could_not_run(check_name, exc, "fix what stopped the check (path, network, "
+                                                  "permissions) and rerun")
 
 
 def _date(iso_z: str) -> str:
@@ -962,10 +964,8 @@ def _guarded_many(ctx: RunContext, check_name: str,
     try:
         return aspect()
     except Exception as exc:  # noqa: BLE001 - any failure means "could not check"
-        return [ctx.record(check_name, Status.UNKNOWN,
-                           f"could not run the check: {describe_error(exc)}",
-                           {"error": type(exc).__name__},
-                           "fix what stopped the check (network, credentials) and rerun")]
+        return [ctx.could_not_run(check_name, exc,
+                                  "fix what stopped the check (network, credentials) and rerun")]
 
 
 def _record_postgres_settings(ctx: RunContext, prefix: str, row: dict[str, Any],

@@ -667,10 +667,7 @@ def board_check(name: str) -> Callable[[Callable[..., Any]], Callable[..., Any]]
             try:
                 return func(board, *args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any failure means "could not check"
-                return board.run.record(
-                    name, Status.UNKNOWN, f"could not run the check: {describe_error(exc)}",
-                    {"error": type(exc).__name__},
-                    "fix what stopped the check (inventory, network, credentials) and rerun")
+                return board.run.could_not_run(name, exc)
 
         return wrapper
 

@@ -24,7 +24,7 @@ from urllib.parse import urlsplit
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import plots, tls
+from .. import plots, reachability, tls
 from ..findings import Finding, Status
 from .board import (
     LATENCY_CRITICAL_S,
@@ -122,7 +122,10 @@ def tls_handshake_ms(host: str, port: int, context: ssl.SSLContext, *,
                      postgres: bool = False, timeout_s: float = PROBE_TIMEOUT_S) -> float:
     """The TLS handshake alone (the TCP connect before it is not counted). PostgreSQL is
     reached as libpq does: an SSLRequest first, answered 'S' before the handshake."""
-    with socket.create_connection((host, port), timeout=timeout_s) as raw:
+    scheme = "postgresql" if postgres else "https"
+    with reachability.socket_probe(reachability.endpoint(scheme, host, port),
+                                   f"TLS handshake timeout {timeout_s:g} s"), \
+            socket.create_connection((host, port), timeout=timeout_s) as raw:
         if postgres:
             raw.sendall(struct.pack("!ii", 8, tls.SSL_REQUEST_CODE))
             answer = raw.recv(1)

@@ -37,7 +37,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 from psycopg.conninfo import conninfo_to_dict
 
-from .. import audit, config, metrics, plots, postgres, progress, thresholds, tls
+from .. import audit, config, metrics, plots, postgres, progress, reachability, thresholds, tls
 from ..context import RunContext, check, describe_error
 from ..diagnosis import Candidate, Vocabulary
 from ..errors import UsageError
@@ -449,8 +449,8 @@ def oidc_client(ctx: RunContext) -> httpx.Client:
     bundle = ctx.target.get("ca_bundle")
     if bundle:
         verify.load_verify_locations(cafile=bundle)
-    return httpx.Client(timeout=thresholds.HTTP_TIMEOUT_S, verify=verify,
-                        follow_redirects=True)
+    return reachability.Client(timeout=thresholds.HTTP_TIMEOUT_S, verify=verify,
+                               follow_redirects=True, memo=ctx.unresponsive)
 
 
 def _fetch_summary(f: Fetch) -> str:

@@ -425,11 +425,11 @@ def change_session(url: str) -> psycopg.Connection:
     """A session that may change things (NOT read-only), with timeouts; opened only once the
     run is allowed to act."""
     try:
-        return psycopg.connect(url, connect_timeout=thresholds.DB_CONNECT_TIMEOUT_S,
-                               autocommit=True, application_name=OWN_APPLICATION,
-                               options=f"-c statement_timeout={thresholds.DB_STATEMENT_TIMEOUT_MS}"
-                                       " -c lock_timeout=2000",
-                               row_factory=dict_row)
+        return postgres.open_session(
+            url, connect_timeout_s=thresholds.DB_CONNECT_TIMEOUT_S, autocommit=True,
+            application_name=OWN_APPLICATION, row_factory=dict_row,
+            options=f"-c statement_timeout={thresholds.DB_STATEMENT_TIMEOUT_MS}"
+                    " -c lock_timeout=2000")
     except psycopg.Error as exc:
         raise postgres.ConnectionFailed(secrets.mask(postgres.first_line(exc))) from None
 

@@ -229,9 +229,9 @@ def attempt(url: str, timeout_s: float) -> Attempt:
         return Attempt(host, port, tcp, classify(tcp, None))
     began = time.perf_counter()
     try:
-        conn = psycopg.connect(url, connect_timeout=max(1, int(round(timeout_s))),
-                               autocommit=True, options=_SESSION_OPTIONS,
-                               application_name="fraiseql-rb")
+        conn = postgres.open_session(url, connect_timeout_s=max(1, int(round(timeout_s))),
+                                     autocommit=True, options=_SESSION_OPTIONS,
+                                     application_name="fraiseql-rb")
     except psycopg.Error as exc:
         return Attempt(host, port, tcp, classify(tcp, exc, timeout_s), error_text(exc),
                        round((time.perf_counter() - began) * 1000, 1))

@@ -394,6 +394,9 @@ def collect(ctx: RunContext, window_s: float, range_text: str, *,
         began = time.monotonic()
         _safe_scrape(ctx, w)
         read("start", probe.at_ends if probe else None)
+        if not w.pages and conn is None and ctx.unresponsive.hung(ctx.target.fraiseql_url):
+            print("nothing to sample: the server hung and no database session", flush=True)
+            window_s = 0  # every later scrape would be skipped (Prometheus keeps its window)
         tick_s = min(5.0, max(1.0, window_s / 5))
         with progress.waiting("sampling window", window_s):
             while (left := window_s - (time.monotonic() - began)) > 0:

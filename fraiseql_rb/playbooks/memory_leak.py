@@ -231,6 +231,11 @@ def sample(ctx: RunContext, window_s: float = 20, interval_s: float = 2) -> Find
                 print(f"  {row['elapsed_s']:6.1f} s  rss {_mb(row['rss_bytes']):>12}  "
                       f"app connections {row['app_connections']}  pool active "
                       f"{row['pool_active']} waiting {row['pool_waiting']}", flush=True)
+                if source.kind != "proc" and conn is None \
+                        and ctx.unresponsive.hung(ctx.target.fraiseql_url):
+                    print("  nothing more to sample: the server hung and no database session",
+                          flush=True)
+                    break
     finally:
         if conn is not None:
             conn.close()

@@ -225,7 +225,8 @@ def wait_for_health(ctx: RunContext, wait_s: float, poll_s: float = 1.0
     began = time.monotonic()
     polls = 0
     url = f"{ctx.target.fraiseql_url}/health"
-    with service.client(ctx, timeout_s=min(5.0, max(1.0, poll_s))) as http:
+    with service.client(ctx, timeout_s=min(5.0, max(1.0, poll_s)),
+                        skip_unresponsive=False) as http:  # it is meant to come back
         while True:
             polls += 1
             p = service.probe(http, "GET", url)
