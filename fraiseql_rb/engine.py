@@ -1,18 +1,47 @@
-"""Our papermill engine: nbclient's, plus a hook when each cell starts.
+"""Our papermill engine: nbclient's, plus a hook when each cell starts, and a kernel whose
+own log goes to a file.
 
 papermill keeps engines swappable; this one only adds the observer the runner's progress
-display needs (which step is running), and leaves execution itself to nbclient.
+display needs (which step is running) and a kernel manager that gives the kernel process a
+log file for stderr (ipykernel and zmq print there, e.g. a traceback while a Ctrl-C'd kernel
+shuts down; that belongs to the run, not on the responder's terminal). Execution itself is
+nbclient's.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
+from jupyter_client.manager import AsyncKernelManager
 from papermill.engines import NBClientEngine, papermill_engines
 
 NAME = "fraiseql-rb"
 CellObserver = Callable[[Any, int], None]  # (notebook, index of the cell about to run)
+
+
+class _LoggingKernelManager(AsyncKernelManager):
+    log_path = ""  # set on the per-run subclass made by `kernel_manager`
+
+    async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
+        with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
+            kw["stderr"] = log
+            await super()._async_launch_kernel(kernel_cmd, **kw)
+
+
+def kernel_manager(log_path: Path) -> type[AsyncKernelManager]:
+    """A kernel manager class (nbclient wants a class) whose kernel logs to `log_path`."""
+    return type("RunKernelManager", (_LoggingKernelManager,), {"log_path": str(log_path)})
+
+
+def log_tail(log_path: Path, lines: int = 5) -> list[str]:
+    """The kernel log's last lines, for a run whose kernel died."""
+    try:
+        text = log_path.read_text(errors="replace")
+    except OSError:
+        return []
+    return [ln for ln in text.splitlines() if ln.strip()][-lines:]
 
 
 class ObservedEngine(NBClientEngine):

@@ -146,6 +146,7 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
             scratch = Path(tmp)
             executed = scratch / f"{name}.ipynb"
             secrets_file = scratch / "secrets.json"
+            kernel_log = scratch / "kernel.log"
             _write_private(secrets_file, secret_values)
             spec = {
                 "runbook": name, "target": request.target, "parameters": log.parameters,
@@ -165,6 +166,7 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
                         str(request.runbook.path), str(executed),
                         parameters=request.parameters, kernel_name="python3",
                         engine_name=engine.NAME, observer=reporter.cell_started,
+                        kernel_manager_class=engine.kernel_manager(kernel_log),
                         progress_bar=False, log_output=False,
                         execution_timeout=CELL_TIMEOUT_S,
                         # the kernel talks to us over loopback only; its TCP notice is noise
@@ -177,7 +179,7 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
                 pass  # `stop` says which signal; the record is closed below
             stop.executing = False
             interruption.end_kernels(stop)
-            findings = _finalise(findings_path, error, stop)
+            findings = _finalise(findings_path, error, stop, engine.log_tail(kernel_log))
             if executed.exists():
                 render.write_artifacts(executed, artifact_dir / f"{name}.ipynb",
                                        artifact_dir / f"{name}.html", findings=findings)
@@ -193,8 +195,8 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
                      stop.exit_code if stop.interrupted else None)
 
 
-def _finalise(path: Path, error: BaseException | None,
-              stop: interruption.Guard) -> dict[str, Any]:
+def _finalise(path: Path, error: BaseException | None, stop: interruption.Guard,
+              kernel_log: list[str] | None = None) -> dict[str, Any]:
     """Re-read what the kernel recorded, add the interruption or the error, mask, close."""
     log = FindingsLog.from_file(path)
     if stop.interrupted:
@@ -207,7 +209,8 @@ def _finalise(path: Path, error: BaseException | None,
         message = getattr(error, "evalue", None) or describe_error(error)
         log.record("notebook.error", Status.UNKNOWN,
                    f"the runbook did not complete: {message}",
-                   {"error": getattr(error, "ename", type(error).__name__)},
+                   {"error": getattr(error, "ename", type(error).__name__),
+                    "kernel_log": kernel_log or []},
                    "read the executed notebook for the failing cell; findings above it stand")
     log.mask()
     if stop.interrupted:
