@@ -161,18 +161,24 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("sandbox", help="the local drill environment")
     p.add_argument("--dir", help=f"sandbox directory (default: {paths.sandbox_dir()})")
+    # `--dir` also after the subcommand (`sandbox up --dir DIR`, as DESIGN writes it)
+    where = argparse.ArgumentParser(add_help=False)
+    where.add_argument("--dir", default=argparse.SUPPRESS, help="sandbox directory")
     ssub = p.add_subparsers(dest="sandbox_command", required=True, parser_class=_Parser)
-    up = ssub.add_parser("up", help="build and start the sandbox; prints its inventory path")
+    up = ssub.add_parser("up", parents=[where],
+                         help="build and start the sandbox; prints its inventory path")
     up.add_argument("--audit-events", type=int, default=20_000,
                     help="audit events to generate over 30 days (default 20000)")
     up.add_argument("--seed", type=int, default=42, help="seed for generated data")
-    dn = ssub.add_parser("down", help="stop everything the sandbox runs")
+    dn = ssub.add_parser("down", parents=[where], help="stop everything the sandbox runs")
     dn.add_argument("--purge", action="store_true", help="also delete the sandbox directory")
-    ssub.add_parser("status", help="what runs, where")
+    ssub.add_parser("status", parents=[where], help="what runs, where")
     for verb in ("fault", "heal"):
-        f = ssub.add_parser(verb, help=f"{verb} a drill fault (see `sandbox status`)")
+        f = ssub.add_parser(verb, parents=[where],
+                            help=f"{verb} a drill fault (see `sandbox status`)")
         f.add_argument("name")
-    svc = ssub.add_parser("service", help="control the stand-in server, as systemctl would "
+    svc = ssub.add_parser("service", parents=[where],
+                          help="control the stand-in server, as systemctl would "
                           "(used by the inventory's restart/status/logs commands)")
     svc.add_argument("action", choices=["start", "stop", "restart", "status", "logs"])
     svc.add_argument("--lines", type=int, default=50, help="log lines to show")

@@ -150,3 +150,22 @@ def test_a_notebook_failing_half_way_keeps_its_findings_and_the_error(sandbox, t
     error = next(f for f in data["findings"] if f["check"] == "notebook.error")
     assert "disk on fire" in error["summary"] and error["status"] == "unknown"
     assert (artifact / "broken.html").exists() and (artifact / "broken.ipynb").exists()
+
+
+@pytest.mark.parametrize("command", [["up"], ["down"], ["status"], ["fault", "db-down"],
+                                     ["heal", "db-down"], ["service", "status"]])
+def test_sandbox_dir_is_accepted_before_and_after_the_subcommand(command):
+    from fraiseql_rb.cli import build_parser
+
+    after = build_parser().parse_args(["sandbox", *command, "--dir", "/srv/sb"])
+    before = build_parser().parse_args(["sandbox", "--dir", "/srv/sb", *command])
+    assert after.dir == before.dir == "/srv/sb"
+
+
+def test_sandbox_up_dir_as_design_writes_it(tmp_path):
+    """`sandbox status --dir DIR` (and `up --dir DIR`) used to exit 64."""
+    nowhere = str(tmp_path / "none")
+    after = cli("sandbox", "status", "--dir", nowhere)
+    before = cli("sandbox", "--dir", nowhere, "status")
+    assert after.returncode == before.returncode != 64
+    assert after.stdout == before.stdout and nowhere in after.stdout
