@@ -1,7 +1,7 @@
 """Benchmark of the §9.2 dashboards against the papermill floor, measured and printed.
 
   papermill-floor        `papermill` CLI on a trivial notebook: kernel start + one cell
-  performance-dashboard  `fraiseql-rb run performance-dashboard -p range 7d` (Prometheus
+  performance-dashboard  `fraiseql-rb run performance-dashboard -p lookback 7d` (Prometheus
                          range queries over the sandbox's week of history, four figures,
                          artifacts and HTML included)
   ratio                  performance-dashboard / floor (target <= 2.0)
@@ -48,7 +48,7 @@ def main() -> int:
             inventory = sandbox / "inventory.toml"
         trivial_notebook(work / "trivial.ipynb")
         run = cli + ["run", "performance-dashboard", "--target", "sandbox", "--inventory",
-                     str(inventory), "--output-dir", str(work / "reports"), "-p", "range", "7d"]
+                     str(inventory), "--output-dir", str(work / "reports"), "-p", "lookback", "7d"]
         # warm the page cache and Prometheus' block index once, unmeasured
         timed(run, allowed=(0, 1))
         floor, dashboard = [], []

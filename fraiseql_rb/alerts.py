@@ -17,7 +17,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from . import alert_lint, metrics, paths, postgres, progress, prometheus
+from . import alert_lint, metrics, paths, postgres, progress, prometheus, thresholds
 from .context import RunContext, check
 from .findings import Finding, Status
 
@@ -194,7 +194,8 @@ def evaluate_here(ctx: RunContext, window_s: float) -> tuple[list[ActiveAlert], 
 
 
 @check("alerts.active")
-def check_active(ctx: RunContext, window_s: float = 15.0) -> list[Finding]:
+def check_active(ctx: RunContext,
+                 window_s: float = thresholds.METRICS_WINDOW_S) -> list[Finding]:
     """Firing and pending alerts, each with the runbook to run next."""
     table: pd.DataFrame | None = None
     if ctx.target.get("prometheus_url"):

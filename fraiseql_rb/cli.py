@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
@@ -30,6 +31,19 @@ def _parameter_pairs(values: list[list[str]] | None) -> dict[str, str]:
     return pairs
 
 
+def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
+    """A renamed `-p` (runbooks.DeprecatedParameter) is one line on stderr; any other warning
+    is shown as Python would have shown it."""
+    from . import runbooks
+
+    for warning in caught:
+        if issubclass(warning.category, runbooks.DeprecatedParameter):
+            print(f"fraiseql-rb: {warning.message}", file=sys.stderr)
+        else:
+            warnings.showwarning(warning.message, warning.category, warning.filename,
+                                 warning.lineno)
+
+
 def cmd_list(args: argparse.Namespace) -> int:
     from . import runbooks
 
@@ -49,13 +63,16 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import report, runner
+    from . import report, runbooks, runner
 
-    request = runner.prepare(
-        args.runbook, target=args.target, inventory_path=args.inventory,
-        overrides=_parameter_pairs(args.parameter), incident_id=args.incident_id,
-        output_dir=args.output_dir,
-    )
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", runbooks.DeprecatedParameter)
+        request = runner.prepare(
+            args.runbook, target=args.target, inventory_path=args.inventory,
+            overrides=_parameter_pairs(args.parameter), incident_id=args.incident_id,
+            output_dir=args.output_dir,
+        )
+    _show_warnings(caught)  # not after a usage error: that is one line, naming both names
     if not args.quiet:  # which file and target: a stray $FRAISEQL_RB_INVENTORY shows at once
         print(f"fraiseql-rb: inventory {request.inventory_path}, target {request.target}",
               file=sys.stderr)

@@ -69,6 +69,10 @@ class RunContext:
         return self.log.record(check, status, summary, evidence, remediation, table,
                                resolves=resolves)
 
+    def latest(self, check: str) -> Finding | None:
+        """The most recent finding of `check` in this run (what a later step builds on)."""
+        return self.log.latest(check)
+
     def record_skipped(self, check: str, timeout: reachability.Timeout) -> Finding:
         """`check` was not run because its endpoint already hung in this run: unknown."""
         return self.record(check, Status.UNKNOWN, timeout.summary(), timeout.evidence(),

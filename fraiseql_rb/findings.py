@@ -202,6 +202,10 @@ class FindingsLog:
         self.save()
         return finding
 
+    def latest(self, check: str) -> Finding | None:
+        """The most recent finding of `check` in this run, or None when it has none."""
+        return next((f for f in reversed(self.findings) if f.check == check), None)
+
     def action(self, action: str, command: str, *, executed: bool,
                result: Any = None, confirmed_by: str | None = None) -> Action:
         entry = Action(action=action, command=secrets.mask(command), executed=executed,

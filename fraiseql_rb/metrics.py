@@ -20,6 +20,7 @@ import re
 import time
 from collections import defaultdict
 from collections.abc import Iterable, Mapping
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Literal
@@ -533,13 +534,24 @@ def _present(page: Scrape, name: str, ref: Ref, kind: Kind) -> bool:
     return bool(page.samples(name, ref))
 
 
+def _held(names: AbstractSet[str], name: str, kind: Kind) -> bool:
+    """Is the series among the names Prometheus holds? (Names only: no labels to match.)"""
+    if kind == "histogram":
+        return f"{name}_bucket" in names
+    if kind == "summary":
+        return name in names or f"{name}_count" in names
+    return name in names
+
+
 def _toggle_total(name: str) -> str:
     return name[:-6] if name.endswith("_total") else f"{name}_total"
 
 
-def resolve(page: Scrape, which: Concept | str) -> Resolution | None:
+def resolve(page: Scrape | AbstractSet[str], which: Concept | str) -> Resolution | None:
     """The first name of the concept present on the page: v2, then exporter, then runbook.
 
+    `page` is a scrape, or the set of series names Prometheus holds for a job (then a ref's
+    label matchers are not checked here but go into the query, see `board.Series.find`).
     An exact name beats a `_total`-toggled counter spelling in any vocabulary, so a runbook
     page's `fraiseql_cache_hits_total` resolves as the runbook's, not as v2's.
     """
@@ -551,7 +563,9 @@ def resolve(page: Scrape, which: Concept | str) -> Resolution | None:
                 if lenient and kind != "counter":
                     continue
                 name = _toggle_total(ref.name) if lenient else ref.name
-                if _present(page, name, ref, kind):
+                present = (_present(page, name, ref, kind) if isinstance(page, Scrape)
+                           else _held(page, name, kind))
+                if present:
                     return Resolution(c, ref, name, vocab, c.approximate and vocab == "v2")
     return None
 

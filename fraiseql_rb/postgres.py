@@ -1,30 +1,56 @@
 """Read-only PostgreSQL access for diagnostics, and the SQL each check runs.
 
-Every session is read-only with connect and statement timeouts: a diagnostic must never
-change the database or hang on it. User values reach SQL only as bound parameters.
+Every session is read-only with connect, statement and lock timeouts: a diagnostic must never
+change the database or hang on it. User values reach SQL only as bound parameters. One
+factory (`session`) opens them all; `connect` is it with dict rows and a masked one-line
+error, `attempt` a connection classified when it fails (refused, timed out, rejected, ...).
 """
 
 from __future__ import annotations
 
+import re
+import socket
+import time
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
 import psycopg
+from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
 from . import reachability, secrets, thresholds
 
+APPLICATION_NAME = "fraiseql-rb"  # our sessions in pg_stat_activity; the playbooks skip them
+
+
+def session(url: str, *, read_only: bool = True,
+            connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S,
+            statement_timeout_ms: int = thresholds.DB_STATEMENT_TIMEOUT_MS,
+            **kwargs: Any) -> psycopg.Connection:
+    """The one factory of our database sessions: autocommit, read-only, statement and lock
+    timeouts, application_name `fraiseql-rb`, through `open_session`'s memo of hung endpoints.
+
+    `read_only=False` is only for an action that runs with execute=True (and confirm where it
+    is dangerous); diagnostics never ask for it. psycopg's errors pass through unchanged, for
+    callers that classify them (`attempt`); `connect` turns them into `ConnectionFailed`.
+    `kwargs` go to psycopg (e.g. `row_factory`)."""
+    options = (f"-c statement_timeout={statement_timeout_ms}"
+               f" -c lock_timeout={thresholds.DB_LOCK_TIMEOUT_MS}")
+    if read_only:
+        options = "-c default_transaction_read_only=on " + options
+    return open_session(url, connect_timeout_s=connect_timeout_s, autocommit=True,
+                        options=options, application_name=APPLICATION_NAME, **kwargs)
+
 
 def connect(url: str, *, connect_timeout_s: int = thresholds.DB_CONNECT_TIMEOUT_S,
-            statement_timeout_ms: int = thresholds.DB_STATEMENT_TIMEOUT_MS) -> psycopg.Connection:
-    """Open a read-only, autocommit session with timeouts."""
-    options = (f"-c default_transaction_read_only=on -c statement_timeout={statement_timeout_ms}"
-               " -c lock_timeout=2000")
+            statement_timeout_ms: int = thresholds.DB_STATEMENT_TIMEOUT_MS,
+            read_only: bool = True) -> psycopg.Connection:
+    """A `session` with dict rows (read-only unless `read_only=False`, see there); a failure
+    raises `ConnectionFailed`, masked and one line."""
     try:
-        return open_session(url, connect_timeout_s=connect_timeout_s, autocommit=True,
-                            options=options, application_name="fraiseql-rb",
-                            row_factory=dict_row)
+        return session(url, read_only=read_only, connect_timeout_s=connect_timeout_s,
+                       statement_timeout_ms=statement_timeout_ms, row_factory=dict_row)
     except psycopg.Error as exc:
         raise ConnectionFailed(secrets.mask(first_line(exc))) from None
 
@@ -89,6 +115,226 @@ def url_user(url: str) -> str | None:
 def url_database(url: str) -> str | None:
     path = urlsplit(url).path.lstrip("/")
     return path or None
+
+
+# -- a classified connection attempt (codes of the database-unavailable vocabulary) --------
+
+@dataclass(frozen=True)
+class TcpProbe:
+    """The TCP pre-check: can anything at host:port be reached at all?"""
+
+    host: str
+    port: int
+    outcome: str  # connected | refused | timeout | unreachable | unresolved
+    detail: str
+    elapsed_ms: float
+
+
+def tcp_probe(host: str, port: int, timeout_s: float) -> TcpProbe:
+    """`socket.create_connection` to host:port: refused, timed out, unreachable or connected."""
+    began = time.perf_counter()
+    try:
+        with socket.create_connection((host, port), timeout=timeout_s):
+            outcome, detail = "connected", f"TCP connection to {host}:{port} accepted"
+    except ConnectionRefusedError:
+        outcome, detail = "refused", f"nothing listens on {host}:{port} (connection refused)"
+    except TimeoutError:
+        outcome, detail = "timeout", f"no TCP answer from {host}:{port} within {timeout_s:g} s"
+    except socket.gaierror as exc:
+        outcome, detail = "unresolved", f"host name {host} does not resolve ({exc.strerror})"
+    except OSError as exc:
+        outcome, detail = "unreachable", f"{host}:{port} is unreachable ({exc.strerror or exc})"
+    return TcpProbe(host, port, outcome, detail, round((time.perf_counter() - began) * 1000, 1))
+
+
+def endpoint(url: str) -> tuple[str | None, int]:
+    """The first host and port a connection string names; host None for a unix socket."""
+    params = conninfo_to_dict(url)
+    host = str(params.get("hostaddr") or params.get("host") or "").split(",")[0]
+    port = int(str(params.get("port") or "5432").split(",")[0] or 5432)
+    if not host or host.startswith("/") or host.startswith("@"):
+        return None, port
+    return host, port
+
+
+@dataclass(frozen=True)
+class Failure:
+    """Why a connection failed, as a vocabulary code; `code` is "none" when it succeeded."""
+
+    code: str
+    explanation: str
+    sqlstate: str | None = None
+    certainty: float = 0.95
+
+
+# SQLSTATE -> code, for errors that carry one.
+SQLSTATE_CODES = {
+    "28P01": "auth_rejected",  # invalid_password
+    "28000": "auth_rejected",  # invalid_authorization_specification (pg_hba, unknown role)
+    "42501": "auth_rejected",  # insufficient_privilege (no CONNECT on the database)
+    "3D000": "database_missing",  # invalid_catalog_name
+    "53300": "too_many_connections",  # too_many_connections
+    "57P03": "server_down",  # cannot_connect_now (starting up, shutting down)
+}
+
+# libpq's connection messages, in the order they must be tried (pg_hba's refusal mentions
+# "SSL encryption", so authentication comes before TLS), with the SQLSTATE the server sent.
+MESSAGE_PATTERNS: list[tuple[re.Pattern[str], str, str | None, float, str]] = [
+    (re.compile(r"password authentication failed|SASL authentication failed", re.I),
+     "auth_rejected", "28P01", 0.95, "the server rejected the application role's password "
+     "(or the role does not exist: the server does not say which)"),
+    (re.compile(r"no pg_hba\.conf entry|pg_hba\.conf rejects", re.I),
+     "auth_rejected", "28000", 0.95, "pg_hba.conf has no rule admitting this role from this "
+     "address"),
+    (re.compile(r"role \"[^\"]*\" does not exist|(peer|ident|cert|gss|ldap|radius) "
+                r"authentication failed", re.I),
+     "auth_rejected", "28000", 0.95, "the server refused to authenticate the application role"),
+    (re.compile(r"permission denied for database|CONNECT privilege", re.I),
+     "auth_rejected", "42501", 0.9, "the application role lacks CONNECT on the database"),
+    (re.compile(r"database \"[^\"]*\" does not exist", re.I),
+     "database_missing", "3D000", 0.95, "the server answers, but the database does not exist"),
+    (re.compile(r"too many clients|remaining connection slots are reserved|too many connections",
+                re.I),
+     "too_many_connections", "53300", 0.95, "every connection slot open to the application "
+     "role is taken"),
+    (re.compile(r"the database system is (starting up|shutting down|in recovery mode)|"
+                r"not yet accepting connections", re.I),
+     "server_down", "57P03", 0.9, "PostgreSQL is running but not accepting connections "
+     "(starting up, shutting down or recovering)"),
+    (re.compile(r"\bSSL\b|\bTLS\b|certificate|sslmode", re.I),
+     "tls_error", None, 0.9, "the TLS negotiation failed"),
+    (re.compile(r"timeout expired|timed out", re.I),
+     "network_timeout", None, 0.9, "the server did not complete the connection in time"),
+    (re.compile(r"Connection refused|Is the server running|No such file or directory", re.I),
+     "server_down", None, 0.9, "nothing accepts connections where database_url points"),
+    (re.compile(r"could not translate host name|Name or service not known|No route to host|"
+                r"Network is unreachable|Host is unreachable", re.I),
+     "network_timeout", None, 0.9, "the database host cannot be reached"),
+    (re.compile(r"server closed the connection unexpectedly|terminating connection", re.I),
+     "server_down", None, 0.7, "the server closed the connection while it was being set up "
+     "(crashing or shutting down)"),
+]
+
+
+def error_text(exc: BaseException) -> str:
+    """The libpq message on one line (it may span several), masked."""
+    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
+    return secrets.mask(text or type(exc).__name__)
+
+
+def server_message(text: str) -> str:
+    """The part of libpq's message after the address it tried (`... failed: FATAL: ...`)."""
+    tail = text.rsplit(" failed: ", 1)[-1]
+    return re.sub(r"^(FATAL|ERROR):\s+", "", tail).strip()
+
+
+def classify(tcp: TcpProbe | None, error: BaseException | None,
+             timeout_s: float | None = None) -> Failure:
+    """A failed (or successful) connection as a vocabulary code with its explanation."""
+    if tcp is not None and tcp.outcome != "connected":
+        code = "server_down" if tcp.outcome == "refused" else "network_timeout"
+        hint = (" — PostgreSQL is not running there, or listens on another address or port"
+                if code == "server_down" else "")
+        return Failure(code, tcp.detail + hint)
+    if error is None:
+        return Failure("none", "connected", certainty=1.0)
+    sqlstate = getattr(error, "sqlstate", None)
+    text = error_text(error)
+    if sqlstate in SQLSTATE_CODES:
+        return Failure(SQLSTATE_CODES[sqlstate], f"{server_message(text)} (SQLSTATE {sqlstate})",
+                       sqlstate)
+    timeout_type = getattr(psycopg.errors, "ConnectionTimeout", None)
+    if timeout_type is not None and isinstance(error, timeout_type):
+        within = f" within {timeout_s:g} s" if timeout_s else ""
+        how = ("the TCP connection is accepted but the server never answered the PostgreSQL "
+               f"handshake{within}" if tcp is not None else
+               f"the connection did not complete{within}")
+        return Failure("network_timeout", how + " (a firewall dropping packets, a hung server, "
+                       "or another service on that port)")
+    for pattern, code, state, certainty, meaning in MESSAGE_PATTERNS:
+        if pattern.search(text):
+            return Failure(code, f"{meaning}: {server_message(text)}", sqlstate or state,
+                           certainty)
+    return Failure("unknown", f"unrecognised connection error: {server_message(text)}",
+                   sqlstate, 0.0)
+
+
+@dataclass
+class Attempt:
+    """One connection attempt as the application role, kept whole for the finding."""
+
+    host: str | None
+    port: int
+    tcp: TcpProbe | None
+    failure: Failure
+    error: str | None = None
+    connect_ms: float | None = None
+    ssl: bool | None = None
+    server_version: int | None = None
+
+
+def attempt(url: str, timeout_s: float) -> Attempt:
+    """TCP pre-check, then a real libpq connection (closed at once); classified."""
+    host, port = endpoint(url)
+    tcp = tcp_probe(host, port, timeout_s) if host else None
+    if tcp is not None and tcp.outcome != "connected":
+        return Attempt(host, port, tcp, classify(tcp, None))
+    began = time.perf_counter()
+    try:
+        conn = session(url, connect_timeout_s=max(1, int(round(timeout_s))))
+    except psycopg.Error as exc:
+        return Attempt(host, port, tcp, classify(tcp, exc, timeout_s), error_text(exc),
+                       round((time.perf_counter() - began) * 1000, 1))
+    with conn:
+        elapsed = round((time.perf_counter() - began) * 1000, 1)
+        return Attempt(host, port, tcp, classify(tcp, None), None, elapsed,
+                       bool(conn.pgconn.ssl_in_use), conn.info.server_version)
+
+
+# -- client sessions (pg_stat_activity) -------------------------------------------------------
+
+IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
+QUERY_CHARS = 160  # of each session's last statement shown (masked)
+
+# Every client session but our own, with its ages in seconds; the playbooks filter this one
+# list for idle-in-transaction sessions, long statements and long transactions.
+SESSIONS_SQL = """
+SELECT a.pid, a.usename AS "user",
+       coalesce(NULLIF(a.application_name, ''), '(none)') AS application,
+       CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
+            WHEN a.backend_type IS NULL THEN 'not visible' ELSE 'local' END AS client_addr,
+       a.datname AS database, coalesce(a.state, 'not visible') AS state,
+       EXTRACT(EPOCH FROM now() - a.backend_start)::float8 AS connected_s,
+       EXTRACT(EPOCH FROM now() - a.xact_start)::float8 AS xact_s,
+       EXTRACT(EPOCH FROM now() - a.query_start)::float8 AS query_s,
+       EXTRACT(EPOCH FROM now() - a.state_change)::float8 AS state_s,
+       a.wait_event_type, a.wait_event, left(a.query, %(chars)s) AS query,
+       a.backend_start, a.xact_start
+FROM pg_stat_activity a
+WHERE (a.backend_type = 'client backend'
+       OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datname IS NOT NULL))
+  AND a.pid <> pg_backend_pid()
+ORDER BY a.pid
+"""
+
+
+def sessions(conn: psycopg.Connection) -> list[dict[str, Any]]:
+    """Client sessions but ours (see SESSIONS_SQL), query text masked and cut short."""
+    found = rows(conn, SESSIONS_SQL, {"chars": QUERY_CHARS})
+    for row in found:
+        if row.get("query"):
+            row["query"] = secrets.mask(" ".join(str(row["query"]).split()))
+    return found
+
+
+def is_idle_in_transaction(row: dict[str, Any]) -> bool:
+    return row.get("state") in IDLE_IN_TRANSACTION
+
+
+def is_server_session(row: dict[str, Any], role: str | None) -> bool:
+    """A session of the FraiseQL server: its role, and not one of our diagnostic sessions."""
+    return role is not None and row.get("user") == role \
+        and row.get("application") != APPLICATION_NAME
 
 
 SERVER_INFO_SQL = """

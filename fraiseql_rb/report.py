@@ -7,7 +7,9 @@
 - `FindingsTable`: the timeline that closes every notebook (`RunContext.summary()`), whole,
   as text and as HTML;
 - `install_display_formatters`: in the kernel, lists of findings and plain strings display
-  as findings and text, never as Python reprs.
+  as findings and text, never as Python reprs;
+- `show`: a figure (or any object) shown in the notebook mid-cell, before the cell's own
+  result.
 
 Every value shown is escaped (HTML) and masked (`secrets.mask`); keys that an older
 findings.json lacks (`run_by`, `interrupted_at`, `confirmed_by`, ...) are skipped.
@@ -399,6 +401,17 @@ def _text_html(obj: Any) -> str | None:
         return None
     return (f"<div style='white-space:pre-wrap;text-align:left'>{html.escape(secrets.mask(obj))}"
             "</div>")
+
+
+def show(obj: Any) -> None:
+    """Show a figure in the notebook (JupyterLab, papermill); a no-op outside IPython."""
+    try:
+        from IPython import get_ipython
+        from IPython.display import display
+    except ImportError:  # pragma: no cover - always present with ipykernel
+        return
+    if get_ipython() is not None:
+        display(obj)
 
 
 def install_display_formatters(shell: Any = None) -> bool:

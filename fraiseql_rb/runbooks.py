@@ -23,6 +23,7 @@ import difflib
 import json
 import math
 import re
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +44,14 @@ _RANGE = re.compile(rf"^({_NUMBER})\s*\.\.\s*({_NUMBER})$")
 _BOUND = re.compile(rf"^(>=|>|<=|<)\s*({_NUMBER})$")
 _CHOICES = re.compile(r"^one of:\s*(.+)$")
 _SUFFIX = re.compile(r"\s*\[([^\[\]]*)\]\s*$")
+
+# Renamed parameters: the old `-p` name still binds to the new one, with a DeprecatedParameter
+# warning that `fraiseql-rb run` prints as one line on stderr. (`range` shadowed the builtin.)
+DEPRECATED_PARAMETERS = {"range": "lookback"}
+
+
+class DeprecatedParameter(UserWarning):
+    """A `-p` name from DEPRECATED_PARAMETERS was given; its message is the line to show."""
 
 
 # The named formats' validators import their parsers when called: those modules pull in
@@ -238,9 +247,11 @@ class Runbook:
     requires: tuple[str, ...] = ()  # inventory keys the target must have
 
     def bind(self, overrides: dict[str, str]) -> dict[str, Any]:
-        """Check and convert `-p NAME VALUE` pairs against the declared parameters."""
+        """Check and convert `-p NAME VALUE` pairs against the declared parameters. A
+        deprecated name (DEPRECATED_PARAMETERS) binds to its new one, with a warning."""
         bound = {}
-        for name, raw in overrides.items():
+        for given, raw in overrides.items():
+            name = self._current_name(given, overrides)
             if name not in self.parameters:
                 declared = ", ".join(self.parameters) or "none"
                 raise UsageError(f"runbook {self.name!r} has no parameter {name!r} "
@@ -248,8 +259,20 @@ class Runbook:
             try:
                 bound[name] = self.parameters[name].coerce(raw)
             except UsageError as exc:
-                raise UsageError(f"runbook {self.name!r}: {exc}") from None
+                alias = f" (-p {given} is deprecated, use -p {name})" if given != name else ""
+                raise UsageError(f"runbook {self.name!r}: {exc}{alias}") from None
         return bound
+
+    def _current_name(self, given: str, overrides: dict[str, str]) -> str:
+        new = DEPRECATED_PARAMETERS.get(given)
+        if new is None or given in self.parameters or new not in self.parameters:
+            return given
+        if new in overrides:
+            raise UsageError(f"runbook {self.name!r}: -p {given} is the deprecated name of "
+                             f"-p {new}: give only -p {new}")
+        warnings.warn(DeprecatedParameter(f"-p {given} is deprecated, use -p {new}"),
+                      stacklevel=3)
+        return new
 
     def defaults(self) -> dict[str, Any]:
         return {name: p.default for name, p in self.parameters.items()}

@@ -371,7 +371,7 @@ class MonthlyReport:
     # helpers
 
     def _last(self, name: str) -> Finding | None:
-        return next((f for f in reversed(self.ctx.log.findings) if f.check == name), None)
+        return self.ctx.latest(name)
 
     def _keep(self, caption: str, fig: Figure) -> Figure:
         self.figures.append((caption, fig))
@@ -387,7 +387,8 @@ class MonthlyReport:
 
 
 def begin(ctx: RunContext, month: str | None = None, *, top_n: int = security_review.TOP_N,
-          work_start_hour: int = 8, work_end_hour: int = 18, work_days: Any = "Mon-Fri",
+          work_start_hour: int = thresholds.WORK_START_HOUR,
+          work_end_hour: int = thresholds.WORK_END_HOUR, work_days: Any = thresholds.WORK_DAYS,
           warning_days: float = thresholds.CERT_EXPIRY_DAYS.warning,
           critical_days: float = thresholds.CERT_EXPIRY_DAYS.critical,
           now: datetime | None = None) -> MonthlyReport:

@@ -35,7 +35,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -48,11 +48,12 @@ from .context import RunContext, check, describe_error
 from .errors import UsageError
 from .findings import Finding, Status, isoformat, utcnow
 
-WINDOW_HOURS = 24  # §8.1: "timestamp > NOW() - INTERVAL '24 hours'"
-BASELINE_DAYS = 7  # a week of the same hours: every weekday once
-SIGMA = 3.0  # flagged above mean + 3 standard deviations of those days ...
-MIN_COUNT = 20  # ... and only from this many events (a quiet history has a tiny stddev)
-TOP_N = 10
+# Limits: defined (value, unit, why) in thresholds.CATALOGUE, named here for this module.
+WINDOW_HOURS = thresholds.REVIEW_WINDOW_HOURS  # §8.1: "NOW() - INTERVAL '24 hours'"
+BASELINE_DAYS = thresholds.REVIEW_BASELINE_DAYS  # a week of the same hours
+SIGMA = thresholds.REVIEW_SIGMA  # flagged above mean + SIGMA standard deviations ...
+MIN_COUNT = thresholds.REVIEW_MIN_COUNT  # ... and only from this many events
+TOP_N = thresholds.TOP_N
 KINDS = audit.REVIEW_KINDS
 LABELS = {"auth_failure": "failed authentications", "sql_injection": "SQL injection attempts",
           "csrf_failure": "CSRF failures", "rate_limited": "rate-limit events",
@@ -224,8 +225,8 @@ buckets = audit.buckets  # the weekly trend and the month's days: buckets a day 
 
 WEEK = timedelta(days=7)  # §8.1 weekly: "timestamp > NOW() - INTERVAL '7 days'"
 WEEKLY_KINDS = (*audit.REVIEW_KINDS, "rate_limited")  # the daily three and the weekly one
-RATE_GROWTH = 2.0  # rate-limit events more than doubling on the previous week ...
-RATE_MIN_COUNT = 50  # ... from at least this many events (for the total or for one user)
+RATE_GROWTH = thresholds.RATE_LIMIT_GROWTH  # rate-limit events growing this much ...
+RATE_MIN_COUNT = thresholds.RATE_LIMIT_MIN_COUNT  # ... from at least this many (total or user)
 
 
 def week(end: datetime | None = None) -> tuple[datetime, datetime]:
@@ -507,7 +508,7 @@ def weekly_trend(ctx: RunContext, start: datetime, end: datetime,
 
 # ---- monthly: the month, working hours, totals, the access review ----------------------------
 
-MONTH_STATEMENT_TIMEOUT_MS = 300_000  # the month's access queries read its whole range
+MONTH_STATEMENT_TIMEOUT_MS = thresholds.MONTH_STATEMENT_TIMEOUT_MS  # they read the whole month
 _MONTH = re.compile(r"^\s*(\d{4})-(\d{1,2})\s*$")
 DAY_NAMES = ("mon", "tue", "wed", "thu", "fri", "sat", "sun")  # ISO 1..7
 
@@ -545,9 +546,9 @@ def describe_month(label: str, start: datetime, end: datetime) -> str:
 class WorkHours:
     """Working time in UTC: ISO weekdays (1 = Monday) and [start_hour, end_hour)."""
 
-    days: tuple[int, ...] = (1, 2, 3, 4, 5)
-    start_hour: int = 8
-    end_hour: int = 18
+    days: tuple[int, ...] = field(default_factory=lambda: parse_work_days(thresholds.WORK_DAYS))
+    start_hour: int = thresholds.WORK_START_HOUR
+    end_hour: int = thresholds.WORK_END_HOUR
 
     def __post_init__(self) -> None:
         if not 0 <= self.start_hour < self.end_hour <= 24:
@@ -558,8 +559,9 @@ class WorkHours:
             raise UsageError(f"working days {self.days} must be ISO weekdays 1-7")
 
     @classmethod
-    def parse(cls, days: str | Iterable[int | str], start_hour: int = 8,
-              end_hour: int = 18) -> WorkHours:
+    def parse(cls, days: str | Iterable[int | str],
+              start_hour: int = thresholds.WORK_START_HOUR,
+              end_hour: int = thresholds.WORK_END_HOUR) -> WorkHours:
         """`days` as "Mon-Fri", "mon,tue,thu", "Sun-Thu", "1-5" or a list of ISO days."""
         return cls(parse_work_days(days), int(start_hour), int(end_hour))
 

@@ -181,6 +181,44 @@ def check_readiness(ctx: RunContext) -> Finding:
                       "keep it out of the load balancer until ready; check the database")
 
 
+def wait_for_health(ctx: RunContext, wait_s: float, poll_s: float = 1.0
+                    ) -> tuple[Probe, Status, str, float, int]:
+    """Poll /health every `poll_s` until it is healthy or `wait_s` has passed, printing each
+    answer so a responder watching the notebook sees the progress."""
+    began = time.monotonic()
+    polls = 0
+    url = f"{ctx.target.fraiseql_url}/health"
+    with client(ctx, timeout_s=min(5.0, max(1.0, poll_s)),
+                skip_unresponsive=False) as http:  # it is meant to come back
+        while True:
+            polls += 1
+            p = probe(http, "GET", url)
+            status, summary = health_verdict(p)
+            elapsed = time.monotonic() - began
+            print(f"  {elapsed:5.1f} s  {status.upper():<8} {summary}", flush=True)
+            if status is Status.OK or elapsed + poll_s > wait_s:
+                return p, status, summary, round(elapsed, 1), polls
+            time.sleep(max(0.0, poll_s - (time.monotonic() - began - elapsed)))
+
+
+def admin_detail(ctx: RunContext) -> dict[str, Any]:
+    """`GET /admin/v1/health/detailed` with the admin token: pool_max, cache_entries, ...
+    Raises RuntimeError with the reason when it cannot be read."""
+    token = ctx.target.admin_token()
+    if not token:
+        raise RuntimeError("the target names no admin_token (admin_token_env/_file)")
+    with client(ctx) as http:
+        p = probe(http, "GET", f"{ctx.target.fraiseql_url}/admin/v1/health/detailed",
+                  token=token)
+    if not p.reachable:
+        raise RuntimeError(f"admin endpoint unreachable: {p.error}")
+    if p.status_code != 200 or not isinstance(p.body, dict):
+        hint = {404: " (admin API off: admin_api_enabled and admin_token)",
+                401: " (token refused)", 403: " (token refused)"}.get(p.status_code or 0, "")
+        raise RuntimeError(f"admin endpoint answered HTTP {p.status_code}{hint}")
+    return p.body
+
+
 def graphql(http: httpx.Client, base_url: str, query: str) -> Probe:
     return probe(http, "POST", f"{base_url}/graphql", json_body={"query": query})
 

@@ -1,78 +1,439 @@
-"""Default thresholds, each with the runbook section it comes from.
+"""Default thresholds: one catalogue, each entry with its value, unit and runbook source.
 
 Checks read their limits from here (or from a notebook parameter that defaults to these),
 never from literals in code, so a reviewer can see and argue with every number in one place.
+
+`CATALOGUE` is the single definition, one `Limit` per number, as check_postgres keeps one
+table of its actions with their defaults. The module-level names below it are derived from it
+for the code that imports them: a single entry as a plain value (`HTTP_TIMEOUT_S`), a
+`NAME.warning`/`NAME.critical` pair of entries as a `Threshold` (`RESPONSE_TIME_MS.warning`).
+An entry lists the notebook parameters that carry it (papermill needs literal defaults in a
+notebook's parameters cell): tests/test_thresholds.py holds every such default, and the
+numbers README states, to the catalogue. README's "Thresholds" table is `render_table()`
+(rewrite it with `python3 tools/thresholds_table.py`).
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
+Value = int | float | str | tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class Parameter:
+    """A notebook parameter carrying a catalogue entry: its default is `value / per`.
+
+    `runbook` None means the parameter of that name in every notebook that declares it;
+    `per` is how many catalogue units make one of the notebook's (1000 for ms -> s)."""
+
+    name: str
+    runbook: str | None = None
+    per: float = 1
+
+    @classmethod
+    def of(cls, spec: str | Parameter) -> Parameter:
+        """A Parameter from `name`, `runbook:name`, or a Parameter itself."""
+        if isinstance(spec, Parameter):
+            return spec
+        runbook, _, name = spec.rpartition(":")
+        return cls(name, runbook or None)
+
+    def describe(self) -> str:
+        text = f"`{self.runbook}:{self.name}`" if self.runbook else f"`{self.name}`"
+        if self.per == 1:
+            return text
+        return f"{text} (value ÷ {_shown(self.per)})"
+
+
+@dataclass(frozen=True)
+class Limit:
+    """One number of the catalogue."""
+
+    value: Value
+    unit: str
+    source: str  # the runbook section (and its words) or why this number, when it has none
+    doc: str  # what it limits, in one line
+    parameters: tuple[Parameter, ...] = ()
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "parameters", tuple(Parameter.of(p) for p in self.parameters))
+
 
 @dataclass(frozen=True)
 class Threshold:
+    """A warning/critical pair (for a lower bound, critical is the smaller number)."""
+
     warning: float
     critical: float
     unit: str
     source: str
 
 
-RESPONSE_TIME_MS = Threshold(
-    warning=2000, critical=5000, unit="ms",
-    source="§6.1 scale up when P95 > 2 s; §3.2 HighQueryLatency at P99 > 5 s",
-)
-POOL_OF_MAX_CONNECTIONS = Threshold(
-    warning=0.80, critical=1.0, unit="fraction of max_connections",
-    source="§6.1 scale up above 80 % of capacity; beyond 100 % connections are refused",
-)
-POSTGRES_MIN_VERSION = Threshold(
-    warning=11, critical=10, unit="major version",
-    source="§1.1 PostgreSQL 10+ (SCRAM-SHA-256), 11+ recommended (SCRAM-SHA-256-PLUS)",
-)
+def _l(value: Value, unit: str, source: str, doc: str, *parameters: str | Parameter) -> Limit:
+    return Limit(value, unit, source, doc, parameters)  # type: ignore[arg-type]
 
-# Timeouts for diagnostics: a check must end even when its target hangs.
-HTTP_TIMEOUT_S = 5.0
-DB_CONNECT_TIMEOUT_S = 5
-DB_STATEMENT_TIMEOUT_MS = 10_000
-# A request that timed out is re-tried as a bare hello (a malformed HTTP request line, an
-# SSLRequest) that any live server answers at once; silence for this long means the endpoint
-# is hung, and the run skips it from then on (fraiseql_rb.reachability).
-HUNG_CONFIRM_S = 2.0
-# FraiseQL v2's pool_max_size when neither the admin API nor the config says otherwise.
-V2_DEFAULT_POOL_MAX = 20
 
-# §1.1 compute: "Minimum: 2 vCPU, 4GB RAM", "Recommended: 4 vCPU, 8GB RAM" (critical below the
-# minimum, warning below the recommendation; warning and critical read as lower bounds here).
-HOST_CPUS = Threshold(warning=4, critical=2, unit="vCPU", source="§1.1 compute")
-HOST_MEMORY_GB = Threshold(warning=8, critical=4, unit="GB", source="§1.1 compute")
-DISK_USED = Threshold(warning=0.80, critical=0.90, unit="fraction used",
-                      source="§6.1 scale up when disk > 80 % used; 90 % leaves no room")
-# §1.1 Caching: Redis 6.0+
-REDIS_MIN_VERSION = (6, 0)
+_P = Parameter
 
-# TLS (fraiseql_rb.tls).
-CERT_EXPIRY_DAYS = Threshold(
-    warning=21, critical=7, unit="days",
-    source="§8.1 weekly certificate-expiry review: warn three reviews ahead; critical when the "
-           "next weekly review would come too late",
-)
-# §1.1 load balancer "TLS 1.2+"; §1.2 `min_tls_version = "1.2"`.
-TLS_MIN_VERSION = "TLSv1.2"
-# Smallest keys current TLS clients accept (OpenSSL security level 2, CA/Browser Forum).
-RSA_MIN_BITS = 2048
-EC_MIN_BITS = 256
-# §5.1 "Full backup (daily, 02:00 UTC)": a day plus slack for a slow dump.
-BACKUP_MAX_AGE_HOURS = 26.0
+CATALOGUE: dict[str, Limit] = {
+    # -- §6.1 "When to Scale Up" and §3.2 alerts: response time, connections, host -----------
+    "response_time_ms.warning": _l(
+        2000, "ms", "§6.1 scale up when 'Query latency: P95 > 2s'",
+        "P95 response time above this is a warning",
+        "warning_ms", "p95_warning_ms", _P("latency_warning_s", per=1000)),
+    "response_time_ms.critical": _l(
+        5000, "ms", "§3.2 HighQueryLatency: P99 > 5 s; §4.1 symptom 'P99 latency > 5s'",
+        "P99 (service-health: P95) response time above this is critical",
+        "critical_ms", "p99_critical_ms", _P("latency_critical_s", per=1000)),
+    "pool_of_max_connections.warning": _l(
+        0.80, "fraction of max_connections", "§6.1 'Connections: > 80% pool capacity'",
+        "connections (or all pools together) above this share of max_connections: warning",
+        "connections_warning", "pool_warning_fraction"),
+    "pool_of_max_connections.critical": _l(
+        1.0, "fraction of max_connections",
+        "PostgreSQL refuses sessions beyond max_connections (SQLSTATE 53300)",
+        "connections at this share of max_connections: critical", "connections_critical"),
+    "cpu_used.warning": _l(0.70, "fraction of CPU", "§6.1 'CPU: > 70% sustained for 10min'",
+                           "CPU use above this, sustained, is a reason to scale up"),
+    "cpu_used.critical": _l(0.90, "fraction of CPU",
+                            "no headroom left for a spike while a new instance starts",
+                            "CPU use above this is critical"),
+    "cpu_sustained_min": _l(10, "minutes", "§6.1 'sustained for 10min'",
+                            "shorter CPU bursts are not a reason to scale"),
+    "memory_used.warning": _l(0.75, "fraction of memory", "§6.1 'Memory: > 75% used'",
+                              "host memory use above this is a reason to scale up"),
+    "memory_used.critical": _l(0.90, "fraction of memory",
+                               "no headroom left for a spike while a new instance starts",
+                               "host memory use above this is critical"),
+    "disk_used.warning": _l(0.80, "fraction used", "§6.1 'Disk: > 80% used'",
+                            "disk use above this is a reason to scale up"),
+    "disk_used.critical": _l(0.90, "fraction used", "90 % leaves no room for WAL and dumps",
+                             "disk use above this is critical"),
+    "cache_hit_ratio_min": _l(0.7, "ratio", "§3.2 LowCacheHitRatio: fraiseql_cache_hit_ratio "
+                              "< 0.7 for 10m", "cache hit ratio below this is a warning",
+                              "cache_hit_floor"),
+    "pool_active_share_max": _l(0.9, "fraction of the pool", "§3.2 ConnectionPoolNearCapacity: "
+                                "more than 45 active of a 50-connection pool",
+                                "active pool connections above this share: critical",
+                                "pool_critical"),
+    "capacity_horizon": _l("30d", "duration", "a month to add capacity before a §6.1 "
+                           "scale-up line is crossed", "a scale-up line the trend "
+                           "reaches within this is a warning", "horizon"),
+    "db_errors_per_s_max": _l(10.0, "errors/s", "§3.2 HighDatabaseErrorRate: "
+                              "rate(fraiseql_db_errors_total[5m]) > 10 for 5m",
+                              "database errors per second above this are critical",
+                              "db_errors_per_s"),
+    # -- §1.1 infrastructure requirements (lower bounds: critical below the minimum) ------------
+    "host_cpus.warning": _l(4, "vCPU", "§1.1 'Recommended: 4 vCPU, 8GB RAM per instance'",
+                            "fewer vCPUs than this: warning"),
+    "host_cpus.critical": _l(2, "vCPU", "§1.1 'Minimum: 2 vCPU, 4GB RAM per instance'",
+                             "fewer vCPUs than this: critical"),
+    "host_memory_gb.warning": _l(8, "GB", "§1.1 'Recommended: 4 vCPU, 8GB RAM per instance'",
+                                 "less memory than this: warning"),
+    "host_memory_gb.critical": _l(4, "GB", "§1.1 'Minimum: 2 vCPU, 4GB RAM per instance'",
+                                  "less memory than this: critical"),
+    "postgres_min_version.warning": _l(11, "major version", "§1.1 'PostgreSQL 11+ "
+                                       "(SCRAM-SHA-256-PLUS recommended)'",
+                                       "an older PostgreSQL: warning"),
+    "postgres_min_version.critical": _l(10, "major version",
+                                        "§1.1 'PostgreSQL 10+ (SCRAM-SHA-256)'",
+                                        "an older PostgreSQL: critical"),
+    "redis_min_version": _l((6, 0), "version", "§1.1 Caching: 'Redis 6.0+'",
+                            "an older Redis is a finding"),
+    # -- TLS and backups -----------------------------------------------------------------------
+    "cert_expiry_days.warning": _l(
+        21, "days", "§8.1 weekly certificate-expiry review: warn three reviews ahead",
+        "a certificate expiring within this many days: warning", "warning_days"),
+    "cert_expiry_days.critical": _l(
+        7, "days", "§8.1 weekly review: the next weekly review would come too late",
+        "a certificate expiring within this many days: critical", "critical_days"),
+    "tls_min_version": _l("TLSv1.2", "protocol", "§1.1 load balancer 'TLS 1.2+'; §1.2 "
+                          "min_tls_version = \"1.2\"", "an older protocol offered is a finding"),
+    "rsa_min_bits": _l(2048, "bits", "OpenSSL security level 2, CA/Browser Forum",
+                       "smallest RSA key current TLS clients accept"),
+    "ec_min_bits": _l(256, "bits", "OpenSSL security level 2, CA/Browser Forum",
+                      "smallest EC key current TLS clients accept"),
+    "backup_max_age_hours": _l(26.0, "hours", "§5.1 'Full backup (daily, 02:00 UTC)'",
+                               "the newest backup older than a day plus slack for a slow dump"),
+    # -- timeouts: a check must end even when its target hangs -----------------------------------
+    "http_timeout_s": _l(5.0, "s", "DESIGN: HTTP calls have timeouts",
+                         "each HTTP request (and Redis command) of a check"),
+    "db_connect_timeout_s": _l(5, "s", "DESIGN: database sessions have connect timeouts",
+                               "a PostgreSQL connection attempt; longer counts as timed out",
+                               "connect_timeout_s"),
+    "db_statement_timeout_ms": _l(10_000, "ms", "DESIGN: database sessions have statement "
+                                  "timeouts", "each statement of a diagnostic session"),
+    "db_lock_timeout_ms": _l(2_000, "ms", "a diagnostic queued behind a long ALTER or VACUUM "
+                             "FULL gives up instead of joining the queue",
+                             "lock wait of every diagnostic session (postgres.session)"),
+    "month_statement_timeout_ms": _l(300_000, "ms", "§8.1 monthly: the access queries read "
+                                     "the whole month", "statement timeout of the monthly "
+                                     "report's queries"),
+    "hung_confirm_s": _l(2.0, "s", "a live server answers a bare hello (malformed request "
+                         "line, SSLRequest) at once", "silence this long after a timeout "
+                         "marks the endpoint hung; the run skips it from then on"),
+    # -- FraiseQL v2 defaults (reference/fraiseql-v2-interface.md) -------------------------------
+    "v2_default_pool_max": _l(20, "connections", "FraiseQL v2 [database] pool_max_size default",
+                              "the pool size assumed when neither admin API nor config says"),
+    "oidc_default_ttl_s": _l(300, "s", "FraiseQL v2 [auth] jwks_cache_ttl_secs default",
+                             "how long the server keeps JWKS keys when the config is silent"),
+    # -- sampling windows of the incident playbooks ------------------------------------------------
+    "metrics_window_s": _l(15.0, "s", "Prometheus' default scrape interval: one new sample",
+                           "two /metrics scrapes (and database counters) this far apart",
+                           "high-error-rate:window_s", "high-query-latency:window_s",
+                           "alert-review:window_s"),
+    "prometheus_scrape_interval_s": _l(15.0, "s", "Prometheus' own default scrape_interval",
+                                       "assumed when the job's interval cannot be read"),
+    "prometheus_scrapes_per_window": _l(4, "scrape intervals", "a rate over fewer scrapes "
+                                        "rests on one or two samples",
+                                        "a Prometheus rate window spans at least this many"),
+    # -- §4.2 High Error Rate --------------------------------------------------------------------
+    "error_ratio.warning": _l(0.01, "fraction of requests", "a healthy service stays below 1 %",
+                              "share of failing GraphQL requests that is a warning",
+                              "error_ratio_warning"),
+    "error_ratio.critical": _l(0.05, "fraction of requests", "the shipped HighErrorRatio alert "
+                               "(leads to this playbook): > 5 % of GraphQL queries failing",
+                               "share of failing GraphQL requests that is critical",
+                               "error_ratio_critical"),
+    "error_min_count": _l(3, "errors", "fewer failures in a window are noise",
+                          "errors (and rollbacks) needed before any cause is called"),
+    "error_concentration_share": _l(0.8, "fraction of errors", "§4.2 step 2 'most affected "
+                                    "query'", "'most' of the per-operation errors"),
+    "error_few_operations": _l(3, "operations", "§4.2 step 3 'block problematic queries'",
+                               "'one or a few' operations hold the errors"),
+    "error_minority_traffic": _l(0.6, "fraction of requests", "other busy operations still "
+                                 "work", "the failing operations carry at most this share"),
+    "error_rollback_share": _l(0.05, "rollbacks per transaction", "rollbacks beyond the usual "
+                               "few", "rollback share in the window that counts as rising"),
+    # -- §4.1 High Query Latency -------------------------------------------------------------------
+    "slow_statement_ms": _l(1000.0, "ms", "a statement averaging a second eats half the "
+                            "§6.1 2-s budget", "mean statement time in the window that is slow",
+                            "slow_statement_ms"),
+    "lock_wait_s.warning": _l(1.0, "s", "a second of lock wait is visible to users",
+                              "a lock wait this long is a warning", "lock_wait_warning_s"),
+    "lock_wait_s.critical": _l(5.0, "s", "5 s is §3.2's P99 line by itself",
+                               "a lock wait this long is critical", "lock_wait_critical_s"),
+    "network_rtt_ms.warning": _l(20.0, "ms", "§4.1 step 3 'mtr to database': in one data "
+                                 "centre well under 1 ms, across zones 1-2 ms; 20 ms is another "
+                                 "region or a congested path", "median TCP connect time that "
+                                 "is a warning", "network_warning_ms"),
+    "network_rtt_ms.critical": _l(100.0, "ms", "100 ms added to every statement",
+                                  "median TCP connect time that is critical",
+                                  "network_critical_ms"),
+    "complexity_warning": _l(100.0, "cost units per query", "§4.1 root cause 'Complex query'",
+                             "mean estimated cost per query that is a warning",
+                             "complexity_warning"),
+    "explain_cost_high": _l(100_000.0, "planner cost", "§4.1 step 4 EXPLAIN: a large scan or "
+                            "join", "an EXPLAINed statement costing this much is complex"),
+    # -- §4.1 Memory Leak (and §3.2 MemoryLeakSuspected) -------------------------------------------
+    "memory_leak_rss_bytes": _l(7_000_000_000, "bytes", "§3.2 MemoryLeakSuspected: "
+                                "process_resident_memory_bytes > 7_000_000_000",
+                                "resident memory of the server that is the limit",
+                                _P("threshold_gb", per=1e9)),
+    "memory_window_s": _l(20.0, "s", "sees fast leaks (about 1 GB/h); a slow one needs 900+",
+                          "how long the resident memory is sampled", "memory-leak:window_s"),
+    "memory_interval_s": _l(2.0, "s", "ten samples in the default window",
+                            "seconds between memory samples", "memory-leak:interval_s"),
+    "memory_min_growth_mb_per_hour": _l(50.0, "MB/h", "§4.1 'Memory growing over time': "
+                                        "slower is allocator noise over a short window",
+                                        "trend growth below this is not called a leak",
+                                        "min_growth_mb_per_hour"),
+    "memory_critical_hours": _l(24.0, "hours", "§4.1 step 5 'Restart service if critical'",
+                                "critical (restart advised) when the limit is this close",
+                                "critical_hours"),
+    "memory_min_r2": _l(0.6, "r²", "below this the samples are not a trend",
+                        "least-squares fit quality needed to call growth"),
+    "memory_min_window_growth_bytes": _l(4 * 2**20, "bytes", "allocator noise",
+                                         "less growth across the window is not a leak"),
+    "memory_min_window_growth_share": _l(0.01, "fraction of RSS", "allocator noise",
+                                         "... nor less than this share of the resident set"),
+    "memory_min_connection_growth": _l(3, "connections", "§4.1 root cause 'Unclosed "
+                                       "connections'", "connections gained over the window "
+                                       "that count as growing"),
+    "memory_min_cache_growth": _l(50, "entries", "§4.1 root cause 'Circular references in "
+                                  "cache'", "cache entries gained over the window ..."),
+    "memory_min_cache_growth_share": _l(0.1, "fraction of entries", "§4.1 root cause "
+                                        "'Circular references in cache'",
+                                        "... and at least this much more than at the start"),
+    "long_transaction_s": _l(60.0, "s", "§4.1 root cause 'Long-running transactions'",
+                             "transactions open longer than this are long-running",
+                             "long_transaction_s"),
+    "large_result_rows": _l(10_000, "rows per call", "§4.1 root cause 'Large query results'",
+                            "more rows per call than this is a large result",
+                            "large_result_rows"),
+    "restart_wait_s": _l(30.0, "s", "§4.2 Service Down step 5 'Wait 30s for health checks'",
+                         "how long to wait for health after a restart", "restart_wait_s"),
+    "recent_changes_hours": _l(24.0, "hours", "§4.2 Service Down step 6c 'Review recent "
+                               "changes'", "how far back recent changes are looked for",
+                               "recent_hours"),
+    # -- §9.1 connection pool exhaustion -----------------------------------------------------------
+    "idle_in_transaction_s": _l(60.0, "s", "§9.1 Connection Pool Exhaustion: a session idle "
+                                "in transaction this long holds a connection for nothing",
+                                "idle in transaction longer than this: suspect, and "
+                                "terminated with execute=True", "idle_threshold_s"),
+    "long_query_s": _l(30.0, "s", "FraiseQL v2 pool_timeout_secs (30): a statement this long "
+                       "makes waiting requests fail", "statements running longer than this "
+                       "are long-running", "long_query_s"),
+    "pool_observe_s": _l(5.0, "s", "a leak grows between two readings, a burst does not",
+                         "seconds between two readings of the sessions", "observe_s"),
+    "terminate_verify_s": _l(5.0, "s", "pg_terminate_backend signals; the backend leaves soon",
+                             "how long terminated sessions may take to leave "
+                             "pg_stat_activity"),
+    # -- §4.1 Authentication Failures --------------------------------------------------------------
+    "auth_window_hours": _l(1.0, "hours", "§4.1 'Spike in auth failures': the span an alert or "
+                            "a user report points at", "the spike window: the last N hours",
+                            "auth-failures:window_hours"),
+    "auth_baseline_windows": _l(24, "windows", "the preceding day window by window: covers "
+                                "the diurnal swing", "windows of the same length before it "
+                                "for the baseline", "baseline_windows"),
+    "auth_spike_factor": _l(5.0, "× baseline mean", "§4.1 'Spike': far above the baseline",
+                            "a spike is at least this many times the baseline's mean ...",
+                            "spike_factor"),
+    "auth_min_failures": _l(20, "failures", "3 failures against a mean of 0.4 is no spike",
+                            "... and at least this many failures in the window",
+                            "min_failures"),
+    "auth_ip_min_failures": _l(10, "failures", "§4.1 step 5 'Scale up if under attack'",
+                               "an address with this many failures is a source to name"),
+    "auth_few_ips": _l(5, "addresses", "a credential attack comes from few addresses",
+                       "'concentrated': at most this many such addresses ..."),
+    "auth_concentration": _l(0.5, "fraction of failures", "a credential attack comes from few "
+                             "addresses", "... make at least this share of the failures"),
+    "auth_rate_sample_s": _l(10.0, "s", "§4.1 step 4 'Monitor rate limiting metrics'",
+                             "seconds between the two /metrics scrapes of rate limiting",
+                             "rate_sample_s"),
+    # -- §5.2 disaster recovery -------------------------------------------------------------------
+    "failover_rpo_s": _l(300, "s", "§5.2 'Recovery Point Objective (RPO): 5 minutes' "
+                         "(Tier 2)", "replica lag beyond this loses more than the objective",
+                         "rpo_seconds"),
+    "replica_caught_up_bytes": _l(1024 * 1024, "bytes of WAL", "WAL in flight on a streaming "
+                                  "replica", "a replica this close to the primary is caught "
+                                  "up whatever its time lag"),
+    # -- §8.1 security reviews -------------------------------------------------------------
+    "review_window_hours": _l(24, "hours", "§8.1 daily: timestamp > NOW() - INTERVAL "
+                              "'24 hours'", "the daily review's window",
+                              "daily-security-review:window_hours"),
+    "review_baseline_days": _l(7, "days", "a week of the same hours: every weekday once",
+                               "previous days the daily counts are compared with",
+                               "baseline_days"),
+    "review_sigma": _l(3.0, "standard deviations", "§8.1 daily counts, against their own history",
+                       "flagged above mean + this many standard deviations ...", "sigma"),
+    "review_min_count": _l(20, "events", "a quiet history has a tiny standard deviation",
+                           "... and only from this many events", "min_count"),
+    "rate_limit_growth": _l(2.0, "× previous week", "§8.1 weekly rate-limit review",
+                            "rate-limit events more than this times the previous week ..."),
+    "rate_limit_min_count": _l(50, "events", "a handful doubling is no trend",
+                               "... from at least this many (total or one user)"),
+    "work_start_hour": _l(8, "hour (UTC)", "§8.1 monthly 'Access logs review': access "
+                          "outside working time", "working hours start (inclusive)",
+                          "work_start_hour"),
+    "work_end_hour": _l(18, "hour (UTC)", "§8.1 monthly 'Access logs review': access "
+                        "outside working time", "working hours end (exclusive)",
+                        "work_end_hour"),
+    "work_days": _l("Mon-Fri", "ISO weekdays", "§8.1 monthly 'Access logs review': access "
+                    "outside working time", "working days", "work_days"),
+    "top_n": _l(10, "rows", "enough to act on, short enough to read",
+                "addresses, users, statements listed", "top_n"),
+}
 
-# §6.1 "When to Scale Up" (capacity planning, fraiseql_rb.capacity). Latency (P95 > 2 s) is
-# RESPONSE_TIME_MS, connections (> 80 % of pool capacity) POOL_OF_MAX_CONNECTIONS and disk
-# (> 80 % used) DISK_USED above. The runbook gives one number each; critical is where no
-# headroom is left for a spike while the new instance starts.
-CPU_USED = Threshold(warning=0.70, critical=0.90, unit="fraction of CPU",
-                     source="§6.1 scale up when CPU > 70 % sustained for 10 min")
-CPU_SUSTAINED_MIN = 10  # §6.1 "sustained for 10min": shorter bursts are not a reason to scale
-MEMORY_USED = Threshold(warning=0.75, critical=0.90, unit="fraction of memory",
-                        source="§6.1 scale up when memory > 75 % used")
+
+def _pair(name: str) -> Threshold:
+    warning, critical = CATALOGUE[f"{name}.warning"], CATALOGUE[f"{name}.critical"]
+    return Threshold(warning.value, critical.value,  # type: ignore[arg-type]
+                     warning.unit, f"warning: {warning.source}; critical: {critical.source}")
+
+
+def _number(key: str) -> float:
+    number = CATALOGUE[key].value
+    if not isinstance(number, (int, float)):
+        raise TypeError(f"threshold {key} is {number!r}, not a number")
+    return number
+
+
+# -- the names code imports (derived; tests/test_thresholds.py checks each against CATALOGUE) --
+
+RESPONSE_TIME_MS = _pair("response_time_ms")
+POOL_OF_MAX_CONNECTIONS = _pair("pool_of_max_connections")
+POSTGRES_MIN_VERSION = _pair("postgres_min_version")
+CPU_USED = _pair("cpu_used")
+MEMORY_USED = _pair("memory_used")
+DISK_USED = _pair("disk_used")
+HOST_CPUS = _pair("host_cpus")
+HOST_MEMORY_GB = _pair("host_memory_gb")
+CERT_EXPIRY_DAYS = _pair("cert_expiry_days")
+ERROR_RATIO = _pair("error_ratio")
+LOCK_WAIT_S = _pair("lock_wait_s")
+NETWORK_RTT_MS = _pair("network_rtt_ms")
+
+CPU_SUSTAINED_MIN = _number("cpu_sustained_min")
+CACHE_HIT_RATIO_MIN = _number("cache_hit_ratio_min")
+POOL_ACTIVE_SHARE_MAX = _number("pool_active_share_max")
+DB_ERRORS_PER_S_MAX = _number("db_errors_per_s_max")
+CAPACITY_HORIZON = str(CATALOGUE["capacity_horizon"].value)
+REDIS_MIN_VERSION: tuple[int, ...] = CATALOGUE["redis_min_version"].value  # type: ignore[assignment]
+TLS_MIN_VERSION = str(CATALOGUE["tls_min_version"].value)
+RSA_MIN_BITS = int(_number("rsa_min_bits"))
+EC_MIN_BITS = int(_number("ec_min_bits"))
+BACKUP_MAX_AGE_HOURS = _number("backup_max_age_hours")
+HTTP_TIMEOUT_S = _number("http_timeout_s")
+DB_CONNECT_TIMEOUT_S = int(_number("db_connect_timeout_s"))
+DB_STATEMENT_TIMEOUT_MS = int(_number("db_statement_timeout_ms"))
+DB_LOCK_TIMEOUT_MS = int(_number("db_lock_timeout_ms"))
+MONTH_STATEMENT_TIMEOUT_MS = int(_number("month_statement_timeout_ms"))
+HUNG_CONFIRM_S = _number("hung_confirm_s")
+V2_DEFAULT_POOL_MAX = int(_number("v2_default_pool_max"))
+OIDC_DEFAULT_TTL_S = _number("oidc_default_ttl_s")
+METRICS_WINDOW_S = _number("metrics_window_s")
+PROMETHEUS_SCRAPE_INTERVAL_S = _number("prometheus_scrape_interval_s")
+PROMETHEUS_SCRAPES_PER_WINDOW = int(_number("prometheus_scrapes_per_window"))
+ERROR_MIN_COUNT = int(_number("error_min_count"))
+ERROR_CONCENTRATION_SHARE = _number("error_concentration_share")
+ERROR_FEW_OPERATIONS = int(_number("error_few_operations"))
+ERROR_MINORITY_TRAFFIC = _number("error_minority_traffic")
+ERROR_ROLLBACK_SHARE = _number("error_rollback_share")
+SLOW_STATEMENT_MS = _number("slow_statement_ms")
+COMPLEXITY_WARNING = _number("complexity_warning")
+EXPLAIN_COST_HIGH = _number("explain_cost_high")
+MEMORY_LEAK_RSS_BYTES = int(_number("memory_leak_rss_bytes"))
+MEMORY_WINDOW_S = _number("memory_window_s")
+MEMORY_INTERVAL_S = _number("memory_interval_s")
+MEMORY_MIN_GROWTH_MB_PER_HOUR = _number("memory_min_growth_mb_per_hour")
+MEMORY_CRITICAL_HOURS = _number("memory_critical_hours")
+MEMORY_MIN_R2 = _number("memory_min_r2")
+MEMORY_MIN_WINDOW_GROWTH_BYTES = int(_number("memory_min_window_growth_bytes"))
+MEMORY_MIN_WINDOW_GROWTH_SHARE = _number("memory_min_window_growth_share")
+MEMORY_MIN_CONNECTION_GROWTH = int(_number("memory_min_connection_growth"))
+MEMORY_MIN_CACHE_GROWTH = int(_number("memory_min_cache_growth"))
+MEMORY_MIN_CACHE_GROWTH_SHARE = _number("memory_min_cache_growth_share")
+LONG_TRANSACTION_S = _number("long_transaction_s")
+LARGE_RESULT_ROWS = int(_number("large_result_rows"))
+RESTART_WAIT_S = _number("restart_wait_s")
+RECENT_CHANGES_HOURS = _number("recent_changes_hours")
+IDLE_IN_TRANSACTION_S = _number("idle_in_transaction_s")
+LONG_QUERY_S = _number("long_query_s")
+POOL_OBSERVE_S = _number("pool_observe_s")
+TERMINATE_VERIFY_S = _number("terminate_verify_s")
+AUTH_WINDOW_HOURS = _number("auth_window_hours")
+AUTH_BASELINE_WINDOWS = int(_number("auth_baseline_windows"))
+AUTH_SPIKE_FACTOR = _number("auth_spike_factor")
+AUTH_MIN_FAILURES = int(_number("auth_min_failures"))
+AUTH_IP_MIN_FAILURES = int(_number("auth_ip_min_failures"))
+AUTH_FEW_IPS = int(_number("auth_few_ips"))
+AUTH_CONCENTRATION = _number("auth_concentration")
+AUTH_RATE_SAMPLE_S = _number("auth_rate_sample_s")
+FAILOVER_RPO_S = _number("failover_rpo_s")
+REPLICA_CAUGHT_UP_BYTES = int(_number("replica_caught_up_bytes"))
+REVIEW_WINDOW_HOURS = _number("review_window_hours")
+REVIEW_BASELINE_DAYS = int(_number("review_baseline_days"))
+REVIEW_SIGMA = _number("review_sigma")
+REVIEW_MIN_COUNT = int(_number("review_min_count"))
+RATE_LIMIT_GROWTH = _number("rate_limit_growth")
+RATE_LIMIT_MIN_COUNT = int(_number("rate_limit_min_count"))
+WORK_START_HOUR = int(_number("work_start_hour"))
+WORK_END_HOUR = int(_number("work_end_hour"))
+WORK_DAYS = str(CATALOGUE["work_days"].value)
+TOP_N = int(_number("top_n"))
+
 # The five §6.1 signals by name, for dashboards that walk all of them.
 SCALE_UP = {
     "cpu": CPU_USED,
@@ -82,7 +443,46 @@ SCALE_UP = {
     "disk": DISK_USED,
 }
 
-# §3.2 alert thresholds the dashboards draw (the shipped rules file holds the same numbers).
-CACHE_HIT_RATIO_MIN = 0.7  # LowCacheHitRatio: fraiseql_cache_hit_ratio < 0.7 for 10m
-POOL_ACTIVE_SHARE_MAX = 0.9  # ConnectionPoolNearCapacity: 45 active of a 50-connection pool
-DB_ERRORS_PER_S_MAX = 10.0  # HighDatabaseErrorRate: more than 10 errors/s for 5m
+
+# -- notebook parameters and README ------------------------------------------------------------
+
+def carried_by(runbook: str, parameter: str) -> tuple[str, Parameter] | None:
+    """The catalogue entry a runbook's parameter carries (its key and how), or None."""
+    for key, limit in CATALOGUE.items():
+        for p in limit.parameters:
+            if p.name == parameter and p.runbook in (None, runbook):
+                return key, p
+    return None
+
+
+def notebook_default(key: str, parameter: Parameter) -> Value:
+    """What a notebook parameter carrying `key` must default to."""
+    number = CATALOGUE[key].value
+    if parameter.per == 1 or not isinstance(number, (int, float)):
+        return number
+    return number / parameter.per
+
+
+def _shown(value: Value) -> str:
+    if isinstance(value, str):
+        return f"`{value}`"
+    if isinstance(value, tuple):
+        return ".".join(map(str, value))
+    if isinstance(value, float) and value.is_integer() and abs(value) >= 1e6:
+        value = int(value)
+    return f"{value:_}" if abs(value) >= 10_000 else str(value)
+
+
+def _cell(text: str) -> str:
+    return text.replace("|", "\\|")
+
+
+def render_table() -> str:
+    """README's table of the catalogue (markdown), one row per entry."""
+    lines = ["| threshold | value | unit | what it limits | source | notebook parameters |",
+             "|---|---|---|---|---|---|"]
+    for key, limit in CATALOGUE.items():
+        params = ", ".join(p.describe() for p in limit.parameters) or "—"
+        lines.append(f"| `{key}` | {_shown(limit.value)} | {_cell(limit.unit)} | "
+                     f"{_cell(limit.doc)} | {_cell(limit.source)} | {params} |")
+    return "\n".join(lines) + "\n"

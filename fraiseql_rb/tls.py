@@ -431,7 +431,7 @@ def _sni(host: str, server_hostname: str | None) -> str | None:
     return None if _ip(_normalise_host(name)) is not None else name
 
 
-def fetch_peer_certificate(host: str, port: int, timeout: float = 5,
+def fetch_peer_certificate(host: str, port: int, timeout: float = thresholds.HTTP_TIMEOUT_S,
                            server_hostname: str | None = None,
                            max_version: str | None = None) -> PeerTls:
     """Handshake with a TLS server and return its chain, protocol and cipher.
@@ -457,7 +457,8 @@ def _recv_exact(sock: socket.socket, size: int) -> bytes:
     return data
 
 
-def fetch_postgres_certificate(host: str, port: int, timeout: float = 5,
+def fetch_postgres_certificate(host: str, port: int,
+                               timeout: float = thresholds.DB_CONNECT_TIMEOUT_S,
                                max_version: str | None = None) -> PeerTls:
     """PostgreSQL's TLS, reached as libpq does: an SSLRequest, then the handshake.
 

@@ -53,14 +53,14 @@ def _pngs(result: subprocess.CompletedProcess[str], name: str) -> int:
 @pytest.fixture(scope="module")
 def runs(sandbox) -> dict[tuple[str, str], subprocess.CompletedProcess[str]]:
     """Every dashboard with Prometheus and without it, the 7-day performance run, and a
-    run with a range that is not a duration."""
+    run with a lookback that is not a duration."""
     direct = sandbox.inventory_without("prometheus_url")
     jobs: dict[tuple[str, str], tuple[str, ...]] = {}
     for name in FIGURES:
-        extra = ("-p", "range", "7d") if name == "performance-dashboard" else ()
+        extra = ("-p", "lookback", "7d") if name == "performance-dashboard" else ()
         jobs[(name, "prometheus")] = (*extra, *FAST)
         jobs[(name, "direct")] = ("--inventory", str(direct), *FAST)
-    jobs[("performance-dashboard", "bad range")] = ("-p", "range", "7days")
+    jobs[("performance-dashboard", "bad lookback")] = ("-p", "lookback", "7days")
     with ThreadPoolExecutor(max_workers=4) as pool:
         futures = {key: pool.submit(sandbox.run, key[0], *args) for key, args in jobs.items()}
         return {key: future.result() for key, future in futures.items()}
@@ -87,7 +87,7 @@ def test_dashboard_runs_and_renders_its_figures(runs, name, source):
 
 
 def test_prometheus_history_spans_the_range(runs):
-    """`-p range 7d`: the backfilled week is there, in the source and in the latency panel."""
+    """`-p lookback 7d`: the backfilled week is there, in the source and in the latency panel."""
     result = runs[("performance-dashboard", "prometheus")]
     origin = _finding(result, "dashboard.source")["evidence"]
     assert origin["range"] == "7d" and origin["range_days"] == 7
@@ -131,10 +131,10 @@ def test_capacity_has_a_finding_per_resource(runs):
     assert prom["capacity.connections"]["status"] in ("info", "warning")
 
 
-def test_a_bad_range_stops_the_run_with_one_clear_line(runs):
-    """`range` is a declared duration, checked by the Prometheus parser before a kernel
+def test_a_bad_lookback_stops_the_run_with_one_clear_line(runs):
+    """`lookback` is a declared duration, checked by the Prometheus parser before a kernel
     starts: exit 64, one line."""
-    result = runs[("performance-dashboard", "bad range")]
+    result = runs[("performance-dashboard", "bad lookback")]
     assert result.returncode == 64, result.stderr
     [line] = result.stderr.strip().splitlines()
     assert "cannot read '7days' as a time range" in line

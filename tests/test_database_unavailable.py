@@ -15,7 +15,7 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fraiseql_rb import inventory
+from fraiseql_rb import inventory, postgres
 from fraiseql_rb.context import RunContext
 from fraiseql_rb.diagnosis import conclude
 from fraiseql_rb.findings import Status
@@ -231,13 +231,13 @@ def test_a_server_that_never_answers_is_network_timeout(silent_server, monkeypat
     ("refused", "server_down"), ("timeout", "network_timeout"),
     ("unreachable", "network_timeout"), ("unresolved", "network_timeout")])
 def test_tcp_precheck_outcomes(outcome, expected):
-    probe = dbu.TcpProbe("db.internal", 5432, outcome, f"{outcome} detail", 1.0)
-    assert dbu.classify(probe, None).code == expected
+    probe = postgres.TcpProbe("db.internal", 5432, outcome, f"{outcome} detail", 1.0)
+    assert postgres.classify(probe, None).code == expected
 
 
 def test_tcp_probe_tells_refused_from_connected(silent_server):
-    assert dbu.tcp_probe("127.0.0.1", silent_server, 2).outcome == "connected"
-    assert dbu.tcp_probe("127.0.0.1", free_port(), 2).outcome == "refused"
+    assert postgres.tcp_probe("127.0.0.1", silent_server, 2).outcome == "connected"
+    assert postgres.tcp_probe("127.0.0.1", free_port(), 2).outcome == "refused"
 
 
 def test_lsn_arithmetic():

@@ -14,7 +14,7 @@ import httpx
 import pytest
 from drill_helpers import by_check, diagnosis_of, findings_of
 
-from fraiseql_rb import inventory
+from fraiseql_rb import inventory, target_commands
 from fraiseql_rb.context import RunContext
 from fraiseql_rb.diagnosis import conclude
 from fraiseql_rb.findings import FindingsLog, Status
@@ -198,7 +198,7 @@ def test_db_down_is_database_unreachable_without_a_restart(healthy_sandbox):
     ("", None, "unknown", "exit code"),
 ])
 def test_status_output_is_parsed(output, code, state, source):
-    parsed = service_down.parse_status(output, code)
+    parsed = target_commands.parse_status(output, code)
     assert (parsed.state, parsed.source) == (state, source)
     if state == "running" and source == "systemd":
         assert parsed.pid == 4242

@@ -77,12 +77,12 @@ def test_a_bad_declaration_is_refused(text):
 def test_the_bracket_is_the_constraint_and_not_help():
     params = runbooks.parse_parameters(
         "samples = 5  # requests per endpoint [1..1000]\n"
-        "range = '24h'  # how far back [duration]\n"
+        "lookback = '24h'  # how far back [duration]\n"
         "note = 'x'  # a [bracket] inside the help stays help\n"
         "ratio = 0.5  # share\n", "t")
     assert params["samples"].help == "requests per endpoint"
     assert params["samples"].constraint == runbooks.Constraint.parse("1..1000")
-    assert params["range"].constraint.format == "duration"
+    assert params["lookback"].constraint.format == "duration"
     assert params["note"].help == "a [bracket] inside the help stays help"
     assert params["note"].constraint is None
     assert params["ratio"].constraint is None
@@ -196,7 +196,7 @@ def test_every_numeric_parameter_is_bounded_and_defaults_fit(name):
     for p in runbook.parameters.values():
         if p.base_type in ("int", "float"):
             assert p.constraint is not None and p.constraint.numeric, f"{name}: {p.name}"
-        if p.name in ("range", "horizon"):
+        if p.name in ("lookback", "horizon"):
             assert p.constraint is not None and p.constraint.format == "duration", p.name
         if p.constraint is not None:
             assert "[" not in p.help, f"{name}: {p.name} help keeps a bracket"
@@ -267,9 +267,10 @@ BAD_VALUES = [
     ("monthly-security-report", "month", "2026-13", "must be a month as YYYY-MM, got '2026-13'"),
     ("operational-checklist", "phase", "staging",
      "must be one of pre-production, post-deployment, got 'staging'"),
-    ("database-dashboard", "range", "90x", "must be a Prometheus duration, got '90x'"),
-    ("high-error-rate", "range", "1M", "must be a Prometheus duration, got '1M'"),
-    ("high-query-latency", "range", "24 hours", "must be a Prometheus duration, got '24 hours'"),
+    ("database-dashboard", "lookback", "90x", "must be a Prometheus duration, got '90x'"),
+    ("high-error-rate", "lookback", "1M", "must be a Prometheus duration, got '1M'"),
+    ("high-query-latency", "lookback", "24 hours",
+     "must be a Prometheus duration, got '24 hours'"),
     ("monthly-security-report", "work_days", "Mon-Fry", "must be a set of weekdays, got 'Mon-Fry'"),
 ]
 

@@ -133,13 +133,30 @@ def test_explain_refuses_bad_input_and_runs_analyze_only_with_execute(sandbox):
     found = high_query_latency.explain(ctx, "SELECT data FROM v_user LIMIT $1")
     assert found.status is Status.UNKNOWN and "placeholders" in found.summary
     assert [a.executed for a in ctx.log.actions] == [False, False, False]
+    # planned only, read from the JSON plan; an expensive plan names its sequential scans
+    found = high_query_latency.explain(ctx, "SELECT count(*) FROM tb_post", cost_high=1)
+    assert found.status is Status.WARNING
+    assert found.evidence["statement"] == "EXPLAIN (FORMAT JSON) SELECT count(*) FROM tb_post"
+    assert found.evidence["plan"][0].startswith("Aggregate  (cost=")
+    assert found.evidence["node_types"] == ["Aggregate", "Seq Scan"]
+    assert found.evidence["seq_scans"][0]["relation"] == "tb_post"
+    assert found.evidence["execution_ms"] is None and found.evidence["actual_rows"] is None
+    assert "sequential scans here: tb_post" in found.remediation
 
     ctx = context_for(sandbox, execute=True)
     found = high_query_latency.explain(ctx, "SELECT count(*) FROM tb_post;")
     assert found.evidence["analyzed"] is True
+    assert found.evidence["statement"] == ("EXPLAIN (ANALYZE, BUFFERS, FORMAT JSON) "
+                                           "SELECT count(*) FROM tb_post")
     assert any("actual time" in line for line in found.evidence["plan"])
-    assert found.evidence["execution_ms"] is not None
+    assert found.evidence["plan"][-1].startswith("Execution Time: ")
+    assert found.evidence["execution_ms"] is not None and found.evidence["actual_rows"] == 1
+    assert found.evidence["seq_scans"][0]["rows_read"] >= 600
     assert [(a.action, a.executed) for a in ctx.log.actions] == [("explain_analyze", True)]
+    # ANALYZE of a write runs in the read-only session, which refuses it
+    found = high_query_latency.explain(ctx, "DELETE FROM tb_post")
+    assert found.status is Status.UNKNOWN and "read-only transaction" in found.summary
+    assert ctx.log.actions[-1].executed is False
 
 
 # -- latency drills --------------------------------------------------------------------------

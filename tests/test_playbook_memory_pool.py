@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from drill_helpers import by_check, diagnosis_of, findings_of
 
-from fraiseql_rb import inventory
+from fraiseql_rb import inventory, service, target_commands
 from fraiseql_rb.context import RunContext
 from fraiseql_rb.findings import FindingsLog, Status
 from fraiseql_rb.playbooks import connection_pool_exhaustion as pool
@@ -52,7 +52,7 @@ def wait_pool_returned(sandbox, timeout_s: float = 15.0) -> None:
     ctx = RunContext.adhoc("test", inventory.load_target("sandbox", sandbox.inventory))
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
-        detail = pool.admin_detail(ctx)
+        detail = service.admin_detail(ctx)
         if detail["pool_active"] < detail["pool_max"]:
             return
         time.sleep(0.3)
@@ -303,13 +303,13 @@ def test_pool_long_statements_beat_a_small_pool():
                                                     "longest_s": 95.0, "pids": [1, 2, 3]}),
                pool__gauges=(Status.CRITICAL, _gauges(20, 20, 4)))
     assert _top(ctx, pool) == "long_running_queries"
-    assert pool.severity(ctx) is Status.CRITICAL
+    assert pool.verdict_status(ctx) is Status.CRITICAL
 
 
 def test_pool_without_pg_stat_activity_is_unknown():
     ctx = _ctx(pool__idle_in_transaction=(Status.UNKNOWN, {}),
                pool__long_running=(Status.UNKNOWN, {}))
-    assert pool.severity(ctx) is Status.UNKNOWN
+    assert pool.verdict_status(ctx) is Status.UNKNOWN
     assert _top(ctx, pool) == "none"
 
 
@@ -329,7 +329,7 @@ def test_terminate_statement_is_the_sql_with_its_values():
     ("fraiseql-server-7d9 1/1 Running", None),  # kubectl: no host pid
 ])
 def test_parse_pid(output, pid):
-    assert memory_leak.parse_pid(output) == pid
+    assert target_commands.parse_pid(output) == pid
 
 
 def _memory_ctx(growing: bool, **causes: tuple[Status, dict[str, Any]]) -> RunContext:
@@ -356,7 +356,7 @@ def test_memory_rules(growing, causes, expected):
 
 def test_memory_without_rss_is_unknown_not_healthy():
     ctx = _ctx(memory__trend=(Status.UNKNOWN, {"rss_samples": 0}))
-    assert memory_leak.severity(ctx) is Status.UNKNOWN
+    assert memory_leak.verdict_status(ctx) is Status.UNKNOWN
     [only] = memory_leak.candidates(ctx)
     assert only.code == "no_leak" and "neither confirmed nor ruled out" in only.reason
 

@@ -4,7 +4,7 @@ drawn and judged.
 A dashboard opens a `Board` first. The board decides, once, where the metrics come from:
 
 * **Prometheus** when the target names a `prometheus_url` that answers and holds series of
-  the FraiseQL job: every panel is a range query over the dashboard's `range`, with a step
+  the FraiseQL job: every panel is a range query over the dashboard's `lookback`, with a step
   from `prometheus.step_for` and rate windows of at least 15 minutes (two 5-minute steps of
   an imported history, and longer than the runbook alerts' `for:` clauses, so a point above
   a line means the alert's condition held);
@@ -77,38 +77,21 @@ class Series:
         inner = ",".join(m for m in (self.matchers, extra) if m)
         return f"{self.name}{suffix}{{{inner}}}"
 
-
-def _toggle_total(name: str) -> str:
-    return name[:-6] if name.endswith("_total") else f"{name}_total"
+    @classmethod
+    def find(cls, names: set[str], which: str, job: str) -> Series | None:
+        """The first name of a concept that Prometheus holds for the job, in catalog order
+        (`metrics.resolve` over the names), with the job's and the catalog's matchers."""
+        res = metrics.resolve(names, which)
+        if res is None:
+            return None
+        matchers = [f'job="{_quote(job)}"'] + [
+            f'{k}{op}"{_quote(v)}"' for k, op, v in res.ref.matchers]
+        return cls(res.concept.name, res.name, res.kind, ",".join(matchers), res.vocabulary,
+                   res.approximate, res.note)
 
 
 def _quote(value: str) -> str:
     return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def resolve(names: set[str], which: str, job: str) -> Series | None:
-    """The first name of a concept that Prometheus holds for the job, in catalog order
-    (v2, exporter, runbook; an exact counter name before its `_total`-toggled spelling)."""
-    c = metrics.concept(which)
-    for lenient in (False, True):
-        for vocab in metrics.VOCABULARIES:
-            for ref in c.refs(vocab):
-                kind = ref.kind or c.kind
-                if lenient and kind != "counter":
-                    continue
-                name = _toggle_total(ref.name) if lenient else ref.name
-                if kind == "histogram":
-                    present = f"{name}_bucket" in names
-                elif kind == "summary":
-                    present = name in names or f"{name}_count" in names
-                else:
-                    present = name in names
-                if present:
-                    matchers = [f'job="{_quote(job)}"'] + [
-                        f'{k}{op}"{_quote(v)}"' for k, op, v in ref.matchers]
-                    return Series(c.name, name, kind, ",".join(matchers), vocab,
-                                  c.approximate and vocab == "v2", c.note)
-    return None
 
 
 # -- signals: one line (or bar) of a panel ---------------------------------------------------
@@ -365,7 +348,7 @@ class Board:
 
     def series(self, concept: str) -> Series | None:
         if concept not in self._series:
-            self._series[concept] = resolve(self.names, concept, self.job)
+            self._series[concept] = Series.find(self.names, concept, self.job)
         return self._series[concept]
 
     def series_name(self, concept: str) -> tuple[str, bool] | None:
@@ -506,20 +489,21 @@ class Board:
         return fig
 
 
-def open_board(run: RunContext, range: str = "24h", *, job: str = JOB,  # noqa: A002
+def open_board(run: RunContext, lookback: str = "24h", *, job: str = JOB,
                sample_interval_s: float = SAMPLE_INTERVAL_S, points: int = POINTS) -> Board:
-    """Validate the range, choose the metric source, and record `dashboard.source`.
+    """Validate the lookback (how far back the range goes), choose the metric source, and
+    record `dashboard.source`.
 
-    A range that is not a duration raises UsageError: the run stops there with one line
+    A lookback that is not a duration raises UsageError: the run stops there with one line
     saying how to write it (e.g. 24h, 7d, 90m).
     """
-    span = prometheus.parse_range(range)
+    span = prometheus.parse_range(lookback)
     if not sample_interval_s or sample_interval_s <= 0 or sample_interval_s > 60:
         raise UsageError(f"sample_interval_s must be between 0 and 60 seconds, "
                          f"not {sample_interval_s!r}")
     end = datetime.now(UTC)
     step = prometheus.step_for(span, points)
-    board = Board(run=run, range_text=str(range).strip(), span=span, start=end - span, end=end,
+    board = Board(run=run, range_text=str(lookback).strip(), span=span, start=end - span, end=end,
                   step_s=step, window_s=max(MIN_RATE_WINDOW_S, step), job=job,
                   sample_interval_s=float(sample_interval_s))
     client = prometheus.from_target(run)

@@ -53,7 +53,7 @@ from .board import (
     pool_lines,
 )
 
-HORIZON = "30d"
+HORIZON = thresholds.CAPACITY_HORIZON  # a line reached within it is a warning
 MIN_TREND_SPAN = timedelta(hours=6)  # less history than this is not a trend worth a date
 SAMPLES = 3  # direct samples of connections and memory, spread over sample_interval_s
 # postgres_exporter's size gauge (not in metrics.CATALOG, which covers FraiseQL's own series)

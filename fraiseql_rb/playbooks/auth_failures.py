@@ -42,18 +42,17 @@ from ..context import RunContext, check, describe_error
 from ..diagnosis import Candidate, Vocabulary
 from ..errors import UsageError
 from ..findings import Finding, Status, isoformat, utcnow
-from . import database_unavailable as dbu
 
-# Defaults of the notebook's parameters, with why.
-WINDOW_HOURS = 1.0  # "spike": the last hour, the span an alert or a user report points at
-BASELINE_WINDOWS = 24  # the preceding day, window by window: covers the diurnal swing
-SPIKE_FACTOR = 5.0  # far above: five times the baseline's mean ...
-MIN_FAILURES = 20  # ... and at least this many, so 3 failures against 0.4 is no spike
-IP_MIN_FAILURES = 10  # an address with this many failures in the window is a source to name
-FEW_IPS = 5  # "concentrated": at most this many such addresses ...
-CONCENTRATION = 0.5  # ... make at least half of the failures
-RATE_SAMPLE_S = 10.0  # the short window between two /metrics scrapes
-OIDC_DEFAULT_TTL_S = 300  # v2 [auth] jwks_cache_ttl_secs when the file does not set it
+# Defaults of the notebook's parameters: defined (value, unit, why) in thresholds.CATALOGUE.
+WINDOW_HOURS = thresholds.AUTH_WINDOW_HOURS  # "spike": the last hour
+BASELINE_WINDOWS = thresholds.AUTH_BASELINE_WINDOWS  # the preceding day, window by window
+SPIKE_FACTOR = thresholds.AUTH_SPIKE_FACTOR  # far above: times the baseline's mean ...
+MIN_FAILURES = thresholds.AUTH_MIN_FAILURES  # ... and at least this many
+IP_MIN_FAILURES = thresholds.AUTH_IP_MIN_FAILURES  # an address with this many is a source
+FEW_IPS = thresholds.AUTH_FEW_IPS  # "concentrated": at most this many such addresses ...
+CONCENTRATION = thresholds.AUTH_CONCENTRATION  # ... make at least this share of the failures
+RATE_SAMPLE_S = thresholds.AUTH_RATE_SAMPLE_S  # between two /metrics scrapes
+OIDC_DEFAULT_TTL_S = thresholds.OIDC_DEFAULT_TTL_S  # v2 jwks_cache_ttl_secs when not set
 ROLE_EXPIRY_WARNING_DAYS = thresholds.CERT_EXPIRY_DAYS.warning  # VALID UNTIL approaching
 
 VOCABULARY = Vocabulary("auth-failures", {
@@ -79,13 +78,6 @@ VOCABULARY = Vocabulary("auth-failures", {
                             "legitimate traffic, and block abusive addresses instead "
                             "(§4.1 step 4)",
 }, fallback="none", severity={"rate_limit_triggered": Status.WARNING})
-
-
-def _latest(ctx: RunContext, check_name: str) -> Finding | None:
-    for finding in reversed(ctx.log.findings):
-        if finding.check == check_name:
-            return finding
-    return None
 
 
 def _num(value: float | None, digits: int = 1) -> str:
@@ -204,7 +196,8 @@ def _naive(moment: datetime) -> datetime:
 # ---- 2. where they come from --------------------------------------------------------------
 
 @check("auth.sources")
-def check_sources(ctx: RunContext, start: datetime, end: datetime, *, top_n: int = 10,
+def check_sources(ctx: RunContext, start: datetime, end: datetime, *,
+                  top_n: int = thresholds.TOP_N,
                   ip_min_failures: int = IP_MIN_FAILURES, few_ips: int = FEW_IPS,
                   concentration: float = CONCENTRATION) -> Finding:
     """Failures by reason, client address and user: a few addresses with many failures is an
@@ -240,7 +233,7 @@ def check_sources(ctx: RunContext, start: datetime, end: datetime, *, top_n: int
                           "block these addresses at the load balancer (step 7 lists how)",
                           table=table)
     spread = len(ips)
-    failures = _latest(ctx, "auth.failures")
+    failures = ctx.latest("auth.failures")
     spiking = bool(failures and failures.evidence.get("spike"))
     status = Status.WARNING if spiking else Status.OK  # a spread-out spike: a shared cause
     return ctx.record("auth.sources", status,
@@ -268,13 +261,14 @@ WHERE r.rolname = %(role)s
 
 
 @check("postgres.auth")
-def check_postgres_auth(ctx: RunContext, connect_timeout_s: float = 5) -> Finding:
+def check_postgres_auth(ctx: RunContext,
+                        connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
     """§4.1 step 1: can the application role log in with the target's URL? A refusal is
     classified (28P01 wrong password, 28000 pg_hba or unknown role); the role's LOGIN,
     VALID UNTIL and connection limit are read from pg_roles (through the admin URL when the
     role itself is refused)."""
     url = ctx.target.database_url()
-    result = dbu.attempt(url, connect_timeout_s)
+    result = postgres.attempt(url, connect_timeout_s)
     user = conninfo_to_dict(url).get("user")
     evidence: dict[str, Any] = {"user": user, "failure": result.failure.code,
                                 "sqlstate": result.failure.sqlstate, "error": result.error,
@@ -651,8 +645,8 @@ def _rate_config(ctx: RunContext) -> Finding | None:
 @check("manual.attack_response")
 def attack_response(ctx: RunContext) -> Finding:
     """§4.1 step 5 "Scale up if under attack", made concrete: what a person does now."""
-    sources = _latest(ctx, "auth.sources")
-    failures = _latest(ctx, "auth.failures")
+    sources = ctx.latest("auth.sources")
+    failures = ctx.latest("auth.failures")
     attackers = (sources.evidence.get("attacking_ips") or []) if sources else []
     spike = bool(failures and failures.evidence.get("spike"))
     if not spike or not attackers:
@@ -688,7 +682,7 @@ def attack_response(ctx: RunContext) -> Finding:
 def candidates(ctx: RunContext) -> list[Candidate]:
     """The root causes the recorded steps support, for `diagnosis.conclude`."""
     out: list[Candidate] = []
-    failures, sources = _latest(ctx, "auth.failures"), _latest(ctx, "auth.sources")
+    failures, sources = ctx.latest("auth.failures"), ctx.latest("auth.sources")
     spike = bool(failures and failures.evidence.get("spike"))
     if spike and sources is not None:
         ev = sources.evidence
@@ -703,18 +697,18 @@ def candidates(ctx: RunContext) -> list[Candidate]:
             out.append(Candidate("credential_attack", 0.55,
                                  f"{failures.summary}, spread over many addresses (a "
                                  "distributed attack, or a broken client)", keep))
-    pg = _latest(ctx, "postgres.auth")
+    pg = ctx.latest("postgres.auth")
     if pg is not None and pg.evidence.get("failure") == "auth_rejected":
         out.append(Candidate("postgres_auth", 0.95, pg.summary,
                              {k: pg.evidence.get(k) for k in ("user", "sqlstate", "cause")}))
     if pg is not None and pg.evidence.get("certificate_expired"):
         out.append(Candidate("certificate_expired", 0.9, pg.summary, {"where": "postgresql"}))
-    expiry = _latest(ctx, "tls.fraiseql.expiry")
+    expiry = ctx.latest("tls.fraiseql.expiry")
     if expiry is not None and (expiry.evidence.get("days_left") or 0) < 0:
         out.append(Candidate("certificate_expired", 0.95, expiry.summary,
                              {k: expiry.evidence.get(k) for k in
                               ("source", "subject_cn", "not_after", "days_left")}))
-    oidc = _latest(ctx, "oidc.provider")
+    oidc = ctx.latest("oidc.provider")
     if oidc is not None:
         ev = oidc.evidence
         if ev.get("tls_problem") == "expired":
@@ -726,7 +720,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
                                  {"issuer": ev.get("issuer"), "discovery": ev.get("discovery"),
                                   "jwks": ev.get("jwks"),
                                   "jwks_cache_ttl_s": ev.get("jwks_cache_ttl_s")}))
-    events, rate = _latest(ctx, "rate_limit.events"), _latest(ctx, "rate_limit.metrics")
+    events, rate = ctx.latest("rate_limit.events"), ctx.latest("rate_limit.metrics")
     if events is not None and events.evidence.get("spike"):
         out.append(Candidate("rate_limit_triggered", 0.8, events.summary,
                              {"count": events.evidence.get("count")}))
@@ -752,7 +746,7 @@ def verdict_status(ctx: RunContext) -> Status | None:
     not run is no all-clear); otherwise None, and `diagnosis.conclude` decides."""
     if any(c.score >= VOCABULARY.threshold and c.code != "none" for c in candidates(ctx)):
         return None
-    failures = _latest(ctx, "auth.failures")
+    failures = ctx.latest("auth.failures")
     return None if failures is not None and failures.status is not Status.UNKNOWN \
         else Status.UNKNOWN
 

@@ -40,18 +40,13 @@ import time
 from typing import Any
 
 import pandas as pd
-import psycopg
-from psycopg.rows import dict_row
 
-from .. import metrics, pgstats, plots, postgres, progress, secrets, service, thresholds
+from .. import metrics, pgstats, plots, postgres, progress, report, secrets, service, thresholds
 from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..findings import Finding, Status
 
-OWN_APPLICATION = "fraiseql-rb"  # application_name of our own sessions (postgres.connect)
-IDLE_IN_TRANSACTION = ("idle in transaction", "idle in transaction (aborted)")
-QUERY_CHARS = 160  # of each session's last statement shown (masked)
-VERIFY_GONE_S = 5.0  # how long to wait for terminated sessions to leave pg_stat_activity
+VERIFY_GONE_S = thresholds.TERMINATE_VERIFY_S  # for terminated sessions to leave the view
 
 VOCABULARY = Vocabulary("connection-pool-exhaustion", {
     "none": "nothing holds the pool: no session idle in transaction or long-running, and no "
@@ -80,24 +75,6 @@ VOCABULARY = Vocabulary("connection-pool-exhaustion", {
 }, fallback="none")
 
 
-def _latest(ctx: RunContext, check_name: str) -> Finding | None:
-    for finding in reversed(ctx.log.findings):
-        if finding.check == check_name:
-            return finding
-    return None
-
-
-def _display(obj: Any) -> None:
-    """Show a figure in the notebook (JupyterLab, papermill); a no-op outside IPython."""
-    try:
-        from IPython import get_ipython
-        from IPython.display import display
-    except ImportError:  # pragma: no cover - always present with ipykernel
-        return
-    if get_ipython() is not None:
-        display(obj)
-
-
 def visibility_url(ctx: RunContext) -> tuple[str, str]:
     """The URL to read pg_stat_activity with, and what it can see: the privileged connection
     sees every role's sessions; the application role sees its own fully, others' in part."""
@@ -113,48 +90,7 @@ def app_role(ctx: RunContext) -> str | None:
     return postgres.url_user(ctx.target.database_url())
 
 
-# -- sessions ----------------------------------------------------------------------------------
-
-# Every client session but our own, with its ages in seconds; the playbooks filter this one
-# list for idle-in-transaction sessions, long statements and long transactions.
-SESSIONS_SQL = """
-SELECT a.pid, a.usename AS "user",
-       coalesce(NULLIF(a.application_name, ''), '(none)') AS application,
-       CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
-            WHEN a.backend_type IS NULL THEN 'not visible' ELSE 'local' END AS client_addr,
-       a.datname AS database, coalesce(a.state, 'not visible') AS state,
-       EXTRACT(EPOCH FROM now() - a.backend_start)::float8 AS connected_s,
-       EXTRACT(EPOCH FROM now() - a.xact_start)::float8 AS xact_s,
-       EXTRACT(EPOCH FROM now() - a.query_start)::float8 AS query_s,
-       EXTRACT(EPOCH FROM now() - a.state_change)::float8 AS state_s,
-       a.wait_event_type, a.wait_event, left(a.query, %(chars)s) AS query,
-       a.backend_start, a.xact_start
-FROM pg_stat_activity a
-WHERE (a.backend_type = 'client backend'
-       OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datname IS NOT NULL))
-  AND a.pid <> pg_backend_pid()
-ORDER BY a.pid
-"""
-
-
-def sessions(conn: psycopg.Connection) -> list[dict[str, Any]]:
-    """Client sessions but ours (see SESSIONS_SQL), query text masked and cut short."""
-    found = postgres.rows(conn, SESSIONS_SQL, {"chars": QUERY_CHARS})
-    for row in found:
-        if row.get("query"):
-            row["query"] = secrets.mask(" ".join(str(row["query"]).split()))
-    return found
-
-
-def is_idle_in_transaction(session: dict[str, Any]) -> bool:
-    return session.get("state") in IDLE_IN_TRANSACTION
-
-
-def is_server_session(session: dict[str, Any], role: str | None) -> bool:
-    """A session of the FraiseQL server: its role, and not one of our diagnostic sessions."""
-    return role is not None and session.get("user") == role \
-        and session.get("application") != OWN_APPLICATION
-
+# -- sessions (read with postgres.sessions) ---------------------------------------------------
 
 def _r(value: Any, digits: int = 1) -> Any:
     return round(float(value), digits) if value is not None else None
@@ -187,8 +123,8 @@ def connections_by_state(ctx: RunContext) -> Finding:
         longest_in_state_s=lambda f: f["longest_in_state_s"].clip(lower=0).round(1))
     pivot = frame.pivot_table(index="state", columns="application", values="connections",
                               aggfunc="sum", fill_value=0)
-    _display(plots.bar(pivot, title="Client connections by state and application",
-                       xlabel="state", ylabel="connections"))
+    report.show(plots.bar(pivot, title="Client connections by state and application",
+                          xlabel="state", ylabel="connections"))
     evidence = {"connections": total, "max_connections": max_conn, "reserved": reserved,
                 "available": available, "share_of_available": round(share, 3),
                 "by_state": by_state, "by_application": by_app, "visibility": sees}
@@ -210,23 +146,25 @@ def connections_by_state(ctx: RunContext) -> Finding:
 # -- step 2: idle in transaction ---------------------------------------------------------------
 
 @check("pool.idle_in_transaction")
-def idle_in_transaction(ctx: RunContext, idle_threshold_s: float = 60,
-                        observe_s: float = 5) -> Finding:
+def idle_in_transaction(ctx: RunContext,
+                        idle_threshold_s: float = thresholds.IDLE_IN_TRANSACTION_S,
+                        observe_s: float = thresholds.POOL_OBSERVE_S) -> Finding:
     """Sessions idle inside an open transaction, with their age; read twice `observe_s` apart
     so that an accumulating leak can be told from a stable holder."""
     url, sees = visibility_url(ctx)
     role = app_role(ctx)
     with postgres.connect(url) as conn:
-        first = sessions(conn)
+        first = postgres.sessions(conn)
         progress.pause(observe_s, "between the two readings of the sessions")
-        second = sessions(conn)
+        second = postgres.sessions(conn)
 
     def server_idle(found: list[dict[str, Any]]) -> int:
-        return sum(1 for s in found if is_idle_in_transaction(s) and is_server_session(s, role))
+        return sum(1 for s in found
+                   if postgres.is_idle_in_transaction(s) and postgres.is_server_session(s, role))
 
-    idle = [s for s in second if is_idle_in_transaction(s)]
+    idle = [s for s in second if postgres.is_idle_in_transaction(s)]
     old = [s for s in idle if (s["state_s"] or 0) > idle_threshold_s]
-    old_server = [s for s in old if is_server_session(s, role)]
+    old_server = [s for s in old if postgres.is_server_session(s, role)]
     rows = [{**_session_row(s), "over_threshold": s in old} for s in idle]
     table = pd.DataFrame(rows) if rows else None
     evidence = {
@@ -234,7 +172,7 @@ def idle_in_transaction(ctx: RunContext, idle_threshold_s: float = 60,
         "idle_in_transaction": len(idle), "over_threshold": len(old),
         "server_over_threshold": len(old_server), "idle_threshold_s": idle_threshold_s,
         "server_role": role, "server_idle_first": server_idle(first),
-        "server_idle_second": len([s for s in idle if is_server_session(s, role)]),
+        "server_idle_second": len([s for s in idle if postgres.is_server_session(s, role)]),
         "observe_s": observe_s, "oldest_idle_s": _r(max((s["state_s"] or 0 for s in idle),
                                                         default=None)),
         "sessions": rows[:50], "visibility": sees,
@@ -260,18 +198,18 @@ def idle_in_transaction(ctx: RunContext, idle_threshold_s: float = 60,
 # -- step 3: long-running statements ---------------------------------------------------------
 
 @check("pool.long_running")
-def long_running(ctx: RunContext, long_query_s: float = 30) -> Finding:
+def long_running(ctx: RunContext, long_query_s: float = thresholds.LONG_QUERY_S) -> Finding:
     """Statements active for longer than `long_query_s` (they keep a pool connection busy)."""
     url, sees = visibility_url(ctx)
     role = app_role(ctx)
     with postgres.connect(url) as conn:
-        found = sessions(conn)
+        found = postgres.sessions(conn)
     slow = sorted((s for s in found if s["state"] == "active"
                    and (s["query_s"] or 0) > long_query_s),
                   key=lambda s: -(s["query_s"] or 0))
     rows = [_session_row(s) for s in slow]
     evidence = {"pids": [s["pid"] for s in slow], "count": len(slow),
-                "server_count": sum(1 for s in slow if is_server_session(s, role)),
+                "server_count": sum(1 for s in slow if postgres.is_server_session(s, role)),
                 "longest_s": _r(slow[0]["query_s"]) if slow else None,
                 "long_query_s": long_query_s, "sessions": rows[:50], "visibility": sees}
     if not slow:
@@ -286,24 +224,6 @@ def long_running(ctx: RunContext, long_query_s: float = 30) -> Finding:
 
 
 # -- step 4: the pool's own gauges -------------------------------------------------------------
-
-def admin_detail(ctx: RunContext) -> dict[str, Any]:
-    """`GET /admin/v1/health/detailed` with the admin token: pool_max, cache_entries, ...
-    Raises RuntimeError with the reason when it cannot be read."""
-    token = ctx.target.admin_token()
-    if not token:
-        raise RuntimeError("the target names no admin_token (admin_token_env/_file)")
-    with service.client(ctx) as http:
-        p = service.probe(http, "GET", f"{ctx.target.fraiseql_url}/admin/v1/health/detailed",
-                          token=token)
-    if not p.reachable:
-        raise RuntimeError(f"admin endpoint unreachable: {p.error}")
-    if p.status_code != 200 or not isinstance(p.body, dict):
-        hint = {404: " (admin API off: admin_api_enabled and admin_token)",
-                401: " (token refused)", 403: " (token refused)"}.get(p.status_code or 0, "")
-        raise RuntimeError(f"admin endpoint answered HTTP {p.status_code}{hint}")
-    return p.body
-
 
 GAUGES = ("pool_active", "pool_idle", "pool_total", "pool_waiting", "pool_recommended_size")
 
@@ -327,7 +247,7 @@ def pool_gauges(ctx: RunContext, readings: int = 3, pause_s: float = 1.0) -> Fin
             if value is not None:
                 seen[name].append(value)
     try:
-        admin, admin_error = admin_detail(ctx), None
+        admin, admin_error = service.admin_detail(ctx), None
     except Exception as exc:  # noqa: BLE001
         admin, admin_error = {}, secrets.mask(str(exc))
     if not any(seen.values()) and not admin:
@@ -421,19 +341,6 @@ def terminate_statement(pids: list[int], idle_threshold_s: float) -> str:
     return TERMINATE_SQL.format(pids=array, idle_s=repr(float(idle_threshold_s))) + ";"
 
 
-def change_session(url: str) -> psycopg.Connection:
-    """A session that may change things (NOT read-only), with timeouts; opened only once the
-    run is allowed to act."""
-    try:
-        return postgres.open_session(
-            url, connect_timeout_s=thresholds.DB_CONNECT_TIMEOUT_S, autocommit=True,
-            application_name=OWN_APPLICATION, row_factory=dict_row,
-            options=f"-c statement_timeout={thresholds.DB_STATEMENT_TIMEOUT_MS}"
-                    " -c lock_timeout=2000")
-    except psycopg.Error as exc:
-        raise postgres.ConnectionFailed(secrets.mask(postgres.first_line(exc))) from None
-
-
 def _refusal(ctx: RunContext) -> str:
     if not ctx.execute:
         return "execute=False"
@@ -443,11 +350,13 @@ def _refusal(ctx: RunContext) -> str:
 
 
 @check("pool.terminate")
-def terminate_idle_in_transaction(ctx: RunContext, idle_threshold_s: float = 60) -> Finding:
+def terminate_idle_in_transaction(ctx: RunContext,
+                                  idle_threshold_s: float = thresholds.IDLE_IN_TRANSACTION_S
+                                  ) -> Finding:
     """`pg_terminate_backend` on sessions idle in transaction longer than `idle_threshold_s`:
     only with execute=True and confirm=<target>, on the privileged connection."""
     if not ctx.target.get("admin_database_url"):
-        listed = _latest(ctx, "pool.idle_in_transaction")
+        listed = ctx.latest("pool.idle_in_transaction")
         pids = list(listed.evidence.get("pids") or []) if listed is not None else []
         evidence: dict[str, Any] = {"pids": pids, "executed": False,
                                     "idle_threshold_s": idle_threshold_s}
@@ -489,7 +398,8 @@ def terminate_idle_in_transaction(ctx: RunContext, idle_threshold_s: float = 60)
                           f"rerun with execute=True and confirm={ctx.target_name!r}, or run "
                           "the recorded SQL as a superuser", table=table)
     print(f"terminating {len(pids)} session(s): {statement}", flush=True)
-    with change_session(url) as conn:
+    # a session that may change things (not read-only), opened only now the run may act
+    with postgres.connect(url, read_only=False) as conn:
         done = postgres.rows(conn, TERMINATE_SQL.format(pids="%(pids)s",
                                                         idle_s="%(idle_s)s"),
                              {"pids": pids, "idle_s": float(idle_threshold_s)})
@@ -532,7 +442,7 @@ def pool_after(ctx: RunContext, wait_s: float = 2.0) -> dict[str, Any]:
     """The pool as the server reports it `wait_s` after a termination: did it notice?"""
     progress.pause(wait_s, "for the pool to notice the termination")
     try:
-        detail = admin_detail(ctx)
+        detail = service.admin_detail(ctx)
     except Exception as exc:  # noqa: BLE001 - the termination stands either way
         return {"pool_after_error": secrets.mask(str(exc))}
     return {"pool_active_after": detail.get("pool_active"),
@@ -543,7 +453,7 @@ def pool_after(ctx: RunContext, wait_s: float = 2.0) -> dict[str, Any]:
 
 def unreadable(ctx: RunContext) -> str | None:
     """Why the sessions could not be judged (neither session step ran), or None."""
-    found = [_latest(ctx, name) for name in ("pool.idle_in_transaction", "pool.long_running")]
+    found = [ctx.latest(name) for name in ("pool.idle_in_transaction", "pool.long_running")]
     usable = [f for f in found if f is not None and f.status is not Status.UNKNOWN]
     if usable:
         return None
@@ -553,9 +463,9 @@ def unreadable(ctx: RunContext) -> str | None:
 
 def candidates(ctx: RunContext) -> list[Candidate]:
     """The vocabulary's causes the recorded steps support (rules in the module docstring)."""
-    iit = _latest(ctx, "pool.idle_in_transaction")
-    slow = _latest(ctx, "pool.long_running")
-    gauges = _latest(ctx, "pool.gauges")
+    iit = ctx.latest("pool.idle_in_transaction")
+    slow = ctx.latest("pool.long_running")
+    gauges = ctx.latest("pool.gauges")
     iev = iit.evidence if iit is not None and iit.status is not Status.UNKNOWN else None
     sev = slow.evidence if slow is not None and slow.status is not Status.UNKNOWN else None
     gev = gauges.evidence if gauges is not None and gauges.status is not Status.UNKNOWN else {}
@@ -619,7 +529,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
     return out
 
 
-def severity(ctx: RunContext) -> Status | None:
+def verdict_status(ctx: RunContext) -> Status | None:
     """The diagnosis' status, for `diagnosis.conclude(..., status=...)`: unknown when
     pg_stat_activity could not be read; for a cause, critical while requests wait or the pool
     is exhausted and a warning otherwise; None (the default, ok) for `none`."""
@@ -628,7 +538,7 @@ def severity(ctx: RunContext) -> Status | None:
     top = max(candidates(ctx), key=lambda c: c.score, default=None)
     if top is None or top.score < VOCABULARY.threshold or top.code == "none":
         return None
-    gauges = _latest(ctx, "pool.gauges")
+    gauges = ctx.latest("pool.gauges")
     gev = gauges.evidence if gauges is not None else {}
     pressing = bool(gev.get("exhausted") or gev.get("pool_waiting"))
     return Status.CRITICAL if pressing else Status.WARNING

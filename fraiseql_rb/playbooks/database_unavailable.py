@@ -6,7 +6,8 @@ the on-call database team and update the status page. Here a failed connection i
 a TCP pre-check tells "nothing listens" (refused) from "no answer" (timeout), and libpq's
 message tells the rest. psycopg carries no SQLSTATE for a connection that never started (the
 server's FATAL text is all libpq keeps), so the SQLSTATE is used when present and otherwise
-read from the message; the table below names the SQLSTATE each message stands for.
+read from the message. The classifier is `postgres.attempt` (its table names the SQLSTATE each
+message stands for); its codes are this playbook's vocabulary.
 
 The failover is a recommendation with the exact commands, recorded as actions that were not
 executed: promoting a replica belongs to the failover runbook (execute=True and confirm=<target>
@@ -16,24 +17,20 @@ there). This playbook never changes anything.
 from __future__ import annotations
 
 import re
-import socket
-import time
-from dataclasses import dataclass
 from typing import Any
 
-import psycopg
 from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
-from .. import postgres, secrets
+from .. import postgres, thresholds
 from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..findings import Finding, Status
 
 # §5.2 "Tier 2 (High): RTO 1hr, RPO 5min", the runbook's default objective.
-DEFAULT_RPO_S = 300
+DEFAULT_RPO_S = thresholds.FAILOVER_RPO_S
 # With the primary answering, a replica less than this far behind its WAL position is
 # streaming normally (WAL in flight); its time lag then only says how idle the primary is.
-CAUGHT_UP_BYTES = 1024 * 1024
+CAUGHT_UP_BYTES = thresholds.REPLICA_CAUGHT_UP_BYTES
 PROMOTE_SQL = "SELECT pg_promote();"  # run on the replica by the failover runbook, never here
 
 VOCABULARY = Vocabulary("database-unavailable", {
@@ -59,200 +56,12 @@ VOCABULARY = Vocabulary("database-unavailable", {
                "the PostgreSQL log, and page the on-call database team",
 }, fallback="unknown")
 
-# Sessions we open are read-only with timeouts, like `postgres.connect`; we connect here
-# ourselves because classifying needs psycopg's exception, which `postgres.connect` flattens.
-_SESSION_OPTIONS = ("-c default_transaction_read_only=on -c statement_timeout=10000 "
-                    "-c lock_timeout=2000")
-
-
-# -- classifying a failed connection ---------------------------------------------------------
-
-@dataclass(frozen=True)
-class TcpProbe:
-    """The TCP pre-check: can anything at host:port be reached at all?"""
-
-    host: str
-    port: int
-    outcome: str  # connected | refused | timeout | unreachable | unresolved
-    detail: str
-    elapsed_ms: float
-
-
-def tcp_probe(host: str, port: int, timeout_s: float) -> TcpProbe:
-    """`socket.create_connection` to host:port: refused, timed out, unreachable or connected."""
-    began = time.perf_counter()
-    try:
-        with socket.create_connection((host, port), timeout=timeout_s):
-            outcome, detail = "connected", f"TCP connection to {host}:{port} accepted"
-    except ConnectionRefusedError:
-        outcome, detail = "refused", f"nothing listens on {host}:{port} (connection refused)"
-    except TimeoutError:
-        outcome, detail = "timeout", f"no TCP answer from {host}:{port} within {timeout_s:g} s"
-    except socket.gaierror as exc:
-        outcome, detail = "unresolved", f"host name {host} does not resolve ({exc.strerror})"
-    except OSError as exc:
-        outcome, detail = "unreachable", f"{host}:{port} is unreachable ({exc.strerror or exc})"
-    return TcpProbe(host, port, outcome, detail, round((time.perf_counter() - began) * 1000, 1))
-
-
-def endpoint(url: str) -> tuple[str | None, int]:
-    """The first host and port a connection string names; host None for a unix socket."""
-    params = conninfo_to_dict(url)
-    host = str(params.get("hostaddr") or params.get("host") or "").split(",")[0]
-    port = int(str(params.get("port") or "5432").split(",")[0] or 5432)
-    if not host or host.startswith("/") or host.startswith("@"):
-        return None, port
-    return host, port
-
-
-@dataclass(frozen=True)
-class Failure:
-    """Why a connection failed, as a vocabulary code; `code` is "none" when it succeeded."""
-
-    code: str
-    explanation: str
-    sqlstate: str | None = None
-    certainty: float = 0.95
-
-
-# SQLSTATE -> code, for errors that carry one.
-SQLSTATE_CODES = {
-    "28P01": "auth_rejected",  # invalid_password
-    "28000": "auth_rejected",  # invalid_authorization_specification (pg_hba, unknown role)
-    "42501": "auth_rejected",  # insufficient_privilege (no CONNECT on the database)
-    "3D000": "database_missing",  # invalid_catalog_name
-    "53300": "too_many_connections",  # too_many_connections
-    "57P03": "server_down",  # cannot_connect_now (starting up, shutting down)
-}
-
-# libpq's connection messages, in the order they must be tried (pg_hba's refusal mentions
-# "SSL encryption", so authentication comes before TLS), with the SQLSTATE the server sent.
-MESSAGE_PATTERNS: list[tuple[re.Pattern[str], str, str | None, float, str]] = [
-    (re.compile(r"password authentication failed|SASL authentication failed", re.I),
-     "auth_rejected", "28P01", 0.95, "the server rejected the application role's password "
-     "(or the role does not exist: the server does not say which)"),
-    (re.compile(r"no pg_hba\.conf entry|pg_hba\.conf rejects", re.I),
-     "auth_rejected", "28000", 0.95, "pg_hba.conf has no rule admitting this role from this "
-     "address"),
-    (re.compile(r"role \"[^\"]*\" does not exist|(peer|ident|cert|gss|ldap|radius) "
-                r"authentication failed", re.I),
-     "auth_rejected", "28000", 0.95, "the server refused to authenticate the application role"),
-    (re.compile(r"permission denied for database|CONNECT privilege", re.I),
-     "auth_rejected", "42501", 0.9, "the application role lacks CONNECT on the database"),
-    (re.compile(r"database \"[^\"]*\" does not exist", re.I),
-     "database_missing", "3D000", 0.95, "the server answers, but the database does not exist"),
-    (re.compile(r"too many clients|remaining connection slots are reserved|too many connections",
-                re.I),
-     "too_many_connections", "53300", 0.95, "every connection slot open to the application "
-     "role is taken"),
-    (re.compile(r"the database system is (starting up|shutting down|in recovery mode)|"
-                r"not yet accepting connections", re.I),
-     "server_down", "57P03", 0.9, "PostgreSQL is running but not accepting connections "
-     "(starting up, shutting down or recovering)"),
-    (re.compile(r"\bSSL\b|\bTLS\b|certificate|sslmode", re.I),
-     "tls_error", None, 0.9, "the TLS negotiation failed"),
-    (re.compile(r"timeout expired|timed out", re.I),
-     "network_timeout", None, 0.9, "the server did not complete the connection in time"),
-    (re.compile(r"Connection refused|Is the server running|No such file or directory", re.I),
-     "server_down", None, 0.9, "nothing accepts connections where database_url points"),
-    (re.compile(r"could not translate host name|Name or service not known|No route to host|"
-                r"Network is unreachable|Host is unreachable", re.I),
-     "network_timeout", None, 0.9, "the database host cannot be reached"),
-    (re.compile(r"server closed the connection unexpectedly|terminating connection", re.I),
-     "server_down", None, 0.7, "the server closed the connection while it was being set up "
-     "(crashing or shutting down)"),
-]
-
-
-def error_text(exc: BaseException) -> str:
-    """The libpq message on one line (it may span several), masked."""
-    text = " ".join(line.strip() for line in str(exc).strip().splitlines() if line.strip())
-    return secrets.mask(text or type(exc).__name__)
-
-
-def server_message(text: str) -> str:
-    """The part of libpq's message after the address it tried (`... failed: FATAL: ...`)."""
-    tail = text.rsplit(" failed: ", 1)[-1]
-    return re.sub(r"^(FATAL|ERROR):\s+", "", tail).strip()
-
-
-def classify(tcp: TcpProbe | None, error: BaseException | None,
-             timeout_s: float | None = None) -> Failure:
-    """A failed (or successful) connection as a vocabulary code with its explanation."""
-    if tcp is not None and tcp.outcome != "connected":
-        code = "server_down" if tcp.outcome == "refused" else "network_timeout"
-        hint = (" — PostgreSQL is not running there, or listens on another address or port"
-                if code == "server_down" else "")
-        return Failure(code, tcp.detail + hint)
-    if error is None:
-        return Failure("none", "connected", certainty=1.0)
-    sqlstate = getattr(error, "sqlstate", None)
-    text = error_text(error)
-    if sqlstate in SQLSTATE_CODES:
-        return Failure(SQLSTATE_CODES[sqlstate], f"{server_message(text)} (SQLSTATE {sqlstate})",
-                       sqlstate)
-    timeout_type = getattr(psycopg.errors, "ConnectionTimeout", None)
-    if timeout_type is not None and isinstance(error, timeout_type):
-        within = f" within {timeout_s:g} s" if timeout_s else ""
-        how = ("the TCP connection is accepted but the server never answered the PostgreSQL "
-               f"handshake{within}" if tcp is not None else
-               f"the connection did not complete{within}")
-        return Failure("network_timeout", how + " (a firewall dropping packets, a hung server, "
-                       "or another service on that port)")
-    for pattern, code, state, certainty, meaning in MESSAGE_PATTERNS:
-        if pattern.search(text):
-            return Failure(code, f"{meaning}: {server_message(text)}", sqlstate or state,
-                           certainty)
-    return Failure("unknown", f"unrecognised connection error: {server_message(text)}",
-                   sqlstate, 0.0)
-
-
-@dataclass
-class Attempt:
-    """One connection attempt as the application role, kept whole for the finding."""
-
-    host: str | None
-    port: int
-    tcp: TcpProbe | None
-    failure: Failure
-    error: str | None = None
-    connect_ms: float | None = None
-    ssl: bool | None = None
-    server_version: int | None = None
-
-
-def attempt(url: str, timeout_s: float) -> Attempt:
-    """TCP pre-check, then a real libpq connection (closed at once); classified."""
-    host, port = endpoint(url)
-    tcp = tcp_probe(host, port, timeout_s) if host else None
-    if tcp is not None and tcp.outcome != "connected":
-        return Attempt(host, port, tcp, classify(tcp, None))
-    began = time.perf_counter()
-    try:
-        conn = postgres.open_session(url, connect_timeout_s=max(1, int(round(timeout_s))),
-                                     autocommit=True, options=_SESSION_OPTIONS,
-                                     application_name="fraiseql-rb")
-    except psycopg.Error as exc:
-        return Attempt(host, port, tcp, classify(tcp, exc, timeout_s), error_text(exc),
-                       round((time.perf_counter() - began) * 1000, 1))
-    with conn:
-        elapsed = round((time.perf_counter() - began) * 1000, 1)
-        return Attempt(host, port, tcp, classify(tcp, None), None, elapsed,
-                       bool(conn.pgconn.ssl_in_use), conn.info.server_version)
-
 
 # -- the steps --------------------------------------------------------------------------------
 
-def _latest(ctx: RunContext, check_name: str) -> Finding | None:
-    for finding in reversed(ctx.log.findings):
-        if finding.check == check_name:
-            return finding
-    return None
-
-
 def _failure_code(ctx: RunContext) -> str | None:
     """The classification step 1 recorded: "none", a failure code, or None (not run)."""
-    found = _latest(ctx, "database.connection")
+    found = ctx.latest("database.connection")
     return found.evidence.get("failure") if found is not None else None
 
 
@@ -261,11 +70,12 @@ def _skip(ctx: RunContext, check_name: str, why: str) -> Finding:
 
 
 @check("database.connection")
-def check_connection(ctx: RunContext, connect_timeout_s: float = 5) -> Finding:
+def check_connection(ctx: RunContext,
+                     connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
     """§4.2 step 1 `psql -h postgres -U fraiseql_user -d fraiseql`, classified if it fails."""
     url = ctx.target.database_url()
     params = conninfo_to_dict(url)
-    result = attempt(url, connect_timeout_s)
+    result = postgres.attempt(url, connect_timeout_s)
     evidence: dict[str, Any] = {
         "host": result.host or "(unix socket)", "port": result.port,
         "database": params.get("dbname"), "user": params.get("user"),
@@ -298,7 +108,8 @@ SELECT version() AS version,
 
 
 @check("database.version")
-def check_version(ctx: RunContext, connect_timeout_s: float = 5) -> Finding:
+def check_version(ctx: RunContext,
+                  connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
     """§4.2 step 2 `SELECT version();`, and whether database_url reaches a primary."""
     code = _failure_code(ctx)
     if code != "none":
@@ -328,7 +139,8 @@ def _admin_conninfo(ctx: RunContext) -> str | None:
 
 
 @check("database.exists")
-def check_database_exists(ctx: RunContext, connect_timeout_s: float = 5) -> Finding:
+def check_database_exists(ctx: RunContext,
+                          connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
     """§4.2 step 3: the database in `pg_database`, through the admin URL when the application
     role cannot get in (a missing database, a rejected role or full slots)."""
     url = ctx.target.database_url()
@@ -393,7 +205,7 @@ def lsn_bytes(lsn: str | None) -> int | None:
 
 
 @check("database.replica")
-def check_replica(ctx: RunContext, connect_timeout_s: float = 5,
+def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S,
                   rpo_seconds: float = DEFAULT_RPO_S) -> Finding:
     """§4.2 step 4 "If replica available": reachable, in recovery, and how far behind.
 
@@ -406,7 +218,7 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = 5,
                           "no replica configured (replica_database_url): failover is not an "
                           "option for this target", {"configured": False})
     url = ctx.target.database_url("replica_database")
-    host, port = endpoint(url)
+    host, port = postgres.endpoint(url)
     where = f"{host}:{port}" if host else "its unix socket"
     try:
         with postgres.connect(url, connect_timeout_s=max(1, int(round(connect_timeout_s)))
@@ -419,7 +231,7 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = 5,
                            "error": str(exc)},
                           "run this playbook against the replica's host to see why; without "
                           "it there is no failover")
-    primary = _latest(ctx, "database.version")
+    primary = ctx.latest("database.version")
     primary_lsn = primary.evidence.get("current_wal_lsn") if primary is not None else None
     behind = None
     if lsn_bytes(primary_lsn) is not None and lsn_bytes(row["replay_lsn"]) is not None:
@@ -463,7 +275,7 @@ def recommend_failover(ctx: RunContext, rpo_seconds: float = DEFAULT_RPO_S) -> F
     as a recommendation: the commands are recorded, never run (the failover runbook runs them
     with execute=True and confirm=<target>)."""
     code = _failure_code(ctx)
-    replica = _latest(ctx, "database.replica")
+    replica = ctx.latest("database.replica")
     rep = replica.evidence if replica is not None else {}
     if code == "none":
         return ctx.record("failover.recommendation", Status.INFO,
@@ -509,8 +321,8 @@ def recommend_failover(ctx: RunContext, rpo_seconds: float = DEFAULT_RPO_S) -> F
 
 def _switch_command(ctx: RunContext, replica_url: str) -> str:
     """§5.2 step 3 `sed -i "s/primary:5432/replica:5432/" config` for this target."""
-    primary_host, primary_port = endpoint(str(ctx.target.require("database_url")))
-    replica_host, replica_port = endpoint(replica_url)
+    primary_host, primary_port = postgres.endpoint(str(ctx.target.require("database_url")))
+    replica_host, replica_port = postgres.endpoint(replica_url)
     config_path = ctx.target.get("config_path")
     old, new = f"{primary_host}:{primary_port}", f"{replica_host}:{replica_port}"
     if config_path:
@@ -550,7 +362,7 @@ def manual_steps(ctx: RunContext) -> list[Finding]:
 
 def candidates(ctx: RunContext) -> list[Candidate]:
     """The root causes the recorded steps support, for `diagnosis.conclude`."""
-    found = _latest(ctx, "database.connection")
+    found = ctx.latest("database.connection")
     if found is None or found.status is Status.UNKNOWN:
         return []
     ev = found.evidence
@@ -563,7 +375,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
     if code in VOCABULARY.remediation and code != "unknown":
         reason = found.summary.split(": ", 1)[-1]
         out.append(Candidate(code, float(ev.get("certainty") or 0.9), reason, keep))
-    exists = _latest(ctx, "database.exists")
+    exists = ctx.latest("database.exists")
     if exists is not None and exists.status is Status.CRITICAL:
         out = [c for c in out if c.code != "database_missing"]
         out.append(Candidate("database_missing", 1.0, exists.summary, exists.evidence))

@@ -6,14 +6,14 @@ features), 5. root cause after the incident, 6. prevention. Steps 1-2 are measur
 3-6 are `info` findings naming the concrete commands and the next runbook for the cause found.
 Nothing is executed: this playbook never changes anything.
 
-**Where the numbers come from** (`Window`, shared with the high-query-latency playbook): the
+**Where the numbers come from** (`sampling.Window`, shared with high-query-latency): the
 run samples for `window_s` seconds: `/metrics` at both ends (and every few seconds), and
 PostgreSQL's own counters (`pg_stat_database`: rollbacks, deadlocks, conflicts) at both ends.
 When the target names a `prometheus_url` that holds current series of the FraiseQL job with
 enough samples, the figures come from Prometheus over the last `window_s` seconds ending with
 the window, widened to at least four scrape intervals (read from the job's `up` samples) so
 a rate never rests on one or two scrapes; otherwise from the two scrapes. The source finding
-says which. `range` is the span of history drawn from Prometheus.
+says which. `lookback` is the span of history drawn from Prometheus.
 
 **Diagnosis** (`candidates`), each score in [0, 1], the highest at or above 0.5 wins:
 - nothing to explain (fewer than `MIN_ERRORS` failures, or every ratio below the warning
@@ -40,45 +40,37 @@ to warning; when the error rate could not be measured, `none` with the status `u
 
 from __future__ import annotations
 
-import math
-import statistics
-import time
-from collections.abc import Callable
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from typing import Any
 
 import pandas as pd
 import psycopg
 from matplotlib.figure import Figure
 
-from .. import metrics, plots, postgres, progress, prometheus, secrets, service, thresholds
-from ..context import RunContext, check, describe_error
-from ..dashboards import board
+from .. import plots, postgres, service, thresholds
+from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..errors import RunbookError
 from ..findings import Finding, Status
-from . import database_unavailable
-
-# -- limits (runbook-derived; candidates for thresholds.py) -----------------------------------
-
-ERROR_RATIO = thresholds.Threshold(
-    warning=0.01, critical=0.05, unit="fraction of requests",
-    source="the shipped HighErrorRatio alert, which leads to this playbook: > 5 % of GraphQL "
-           "queries failing; a healthy service stays below 1 %, so 1 % is worth a look",
+from ..sampling import (
+    NO_SOURCE,
+    PROMETHEUS,
+    DatabaseProbe,
+    Window,
+    collect,
+    failed_window,
+    record_source,
+    records,
+    unmeasured,
 )
-MIN_ERRORS = 3  # fewer failures in a window are noise, not an incident
-CONCENTRATION_SHARE = 0.8  # "most" of the per-operation errors
-FEW_OPERATIONS = 3  # "one or a few" operations
-MINORITY_TRAFFIC = 0.6  # the failing operations carry at most this share of the requests
-ROLLBACK_SHARE = 0.05  # rollbacks / transactions in the window that count as "rising"
-SCRAPES_PER_WINDOW = 4  # a Prometheus rate window spans at least this many scrape intervals
-DEFAULT_SCRAPE_INTERVAL_S = 15.0  # Prometheus' own default, when the interval cannot be read
-JOB = board.JOB  # the Prometheus job scraping FraiseQL
 
-PROMETHEUS = "prometheus"
-SCRAPES = "scrapes"
-NO_SOURCE = "none"
+# -- limits: defined (value, unit, why) in thresholds.CATALOGUE, named here for this module -----
+
+ERROR_RATIO = thresholds.ERROR_RATIO
+MIN_ERRORS = thresholds.ERROR_MIN_COUNT  # fewer failures in a window are noise
+CONCENTRATION_SHARE = thresholds.ERROR_CONCENTRATION_SHARE  # "most" of per-operation errors
+FEW_OPERATIONS = thresholds.ERROR_FEW_OPERATIONS  # "one or a few" operations
+MINORITY_TRAFFIC = thresholds.ERROR_MINORITY_TRAFFIC  # failing operations' share of requests
+ROLLBACK_SHARE = thresholds.ERROR_ROLLBACK_SHARE  # rollbacks / transactions that are "rising"
 
 VOCABULARY = Vocabulary("high-error-rate", {
     "none": "no error spike to chase: the error ratio is within limits; if users still report "
@@ -99,358 +91,6 @@ VOCABULARY = Vocabulary("high-error-rate", {
 }, fallback="none", severity={"client_errors": Status.WARNING})
 
 
-def latest(ctx: RunContext, check_name: str) -> Finding | None:
-    """The most recent finding of one check in this run."""
-    for finding in reversed(ctx.log.findings):
-        if finding.check == check_name:
-            return finding
-    return None
-
-
-# == the sampling window (shared with high_query_latency) =====================================
-
-Probe = Callable[[psycopg.Connection], dict[str, Any]]
-
-
-@dataclass
-class DatabaseProbe:
-    """What to read from PostgreSQL during a window: at both ends, at every tick, and once
-    after the end (so that reading is not counted in what the ends compare)."""
-
-    at_ends: Probe | None = None
-    each_tick: Probe | None = None
-    after: Probe | None = None
-
-
-@dataclass
-class Window:
-    """One sampling window: direct /metrics pages, Prometheus when it can answer, and the
-    database readings. Every reading method answers from `source` (None when unmeasured)."""
-
-    ctx: RunContext
-    window_s: float
-    range_text: str
-    source: str = NO_SOURCE
-    started: datetime = field(default_factory=lambda: datetime.now(UTC))
-    ended: datetime | None = None
-    pages: list[metrics.Scrape] = field(default_factory=list)
-    scrape_errors: list[str] = field(default_factory=list)
-    prometheus_note: str = "the target names no prometheus_url"
-    names: set[str] = field(default_factory=set)
-    scrape_interval_s: float | None = None  # Prometheus' scrape interval for the job
-    db: dict[str, Any] = field(default_factory=dict)  # start, end, ticks
-    db_role: str | None = None
-    db_error: str | None = None
-    error: str | None = None  # why the window could not be taken at all
-    finding: Finding | None = None
-
-    # -- what was seen ---------------------------------------------------------------------
-
-    @property
-    def first(self) -> metrics.Scrape | None:
-        return self.pages[0] if len(self.pages) >= 2 else None
-
-    @property
-    def last(self) -> metrics.Scrape | None:
-        return self.pages[-1] if self.pages else None
-
-    @property
-    def prometheus_window_s(self) -> int:
-        """The Prometheus rate window: `window_s`, widened to hold enough scrapes."""
-        interval = self.scrape_interval_s or DEFAULT_SCRAPE_INTERVAL_S
-        return math.ceil(max(self.window_s, SCRAPES_PER_WINDOW * interval))
-
-    @property
-    def seconds(self) -> float | None:
-        """The span the rates cover."""
-        if self.source == PROMETHEUS:
-            return float(self.prometheus_window_s)
-        if self.source == SCRAPES and self.first is not None and self.last is not None:
-            return self.last.monotonic - self.first.monotonic
-        return None
-
-    def describe(self) -> str:
-        if self.source == PROMETHEUS:
-            return f"Prometheus, the last {self.prometheus_window_s} s"
-        if self.source == SCRAPES:
-            return f"two scrapes {self.seconds:.0f} s apart"
-        return "no metrics"
-
-    # -- Prometheus ----------------------------------------------------------------------
-
-    def series(self, concept: str) -> board.Series | None:
-        return board.resolve(self.names, concept, JOB) if self.names else None
-
-    def _promql(self, expr: str) -> list[prometheus.Sample]:
-        client = prometheus.from_target(self.ctx)
-        assert client is not None
-        with client:
-            return client.query(expr, at=self.ended)
-
-    def _increase_expr(self, s: board.Series, by: str | None = None) -> str:
-        counted = s.selector("_count") if s.kind in ("histogram", "summary") else s.selector()
-        grouping = f" by ({by})" if by else ""
-        return f"sum{grouping} (increase({counted}[{self.prometheus_window_s}s]))"
-
-    # -- readings ------------------------------------------------------------------------
-
-    def increase(self, concept: str) -> float | None:
-        """How much a counter (or a histogram's observation count) grew over the window."""
-        if self.source == PROMETHEUS:
-            s = self.series(concept)
-            if s is None:
-                return None
-            found = self._promql(self._increase_expr(s))
-            return _finite(found[0].value) if found else None
-        if self.source == SCRAPES and self.first is not None and self.last is not None:
-            per_s = metrics.rate(self.first, self.last, concept)
-            return None if per_s is None else per_s * (self.seconds or 0.0)
-        return None
-
-    def increase_by(self, concept: str, label: str) -> dict[str, float]:
-        """The increase per value of one label (e.g. per `operation`)."""
-        if self.source == PROMETHEUS:
-            s = self.series(concept)
-            if s is None:
-                return {}
-            return {x.labels.get(label, ""): _finite(x.value) or 0.0
-                    for x in self._promql(self._increase_expr(s, label))}
-        if self.source == SCRAPES and self.first is not None and self.last is not None:
-            before = metrics.by_label(self.first, concept, label)
-            after = metrics.by_label(self.last, concept, label)
-            return {k: (v - before[k] if k in before and v >= before[k] else v)
-                    for k, v in after.items()}
-        return {}
-
-    def quantile(self, concept: str, q: float, **labels: str) -> float | None:
-        """The q-quantile of what was observed in the window (seconds for durations)."""
-        if self.source == PROMETHEUS:
-            s = self.series(concept)
-            if s is None:
-                return None
-            extra = ",".join(f'{k}="{_quote(v)}"' for k, v in labels.items())
-            if s.kind == "summary":
-                expr = f"max({s.selector(extra=','.join(filter(None, [extra, _q(q)])))})"
-            else:
-                expr = (f"histogram_quantile({q}, sum by (le) (increase("
-                        f"{s.selector('_bucket', extra)}[{self.prometheus_window_s}s])))")
-            found = self._promql(expr)
-            return _finite(found[0].value) if found else None
-        if self.source == SCRAPES and self.first is not None and self.last is not None:
-            return metrics.quantile_between(self.first, self.last, concept, q, **labels)
-        return None
-
-    def gauge(self, concept: str, how: str = "max") -> float | None:
-        """A gauge over the window's direct pages: its `max` or its `last` value."""
-        values = [v for v in (metrics.value(p, concept) for p in self.pages) if v is not None]
-        if not values:
-            return None
-        return max(values) if how == "max" else values[-1]
-
-    def history(self, exprs: dict[str, str]) -> pd.DataFrame:
-        """Named PromQL expressions over `range` (long frame: time, series, value).
-
-        `{rate}` in an expression is replaced by the rate window: at least four scrape
-        intervals, and at least two steps so that every step is covered."""
-        span = prometheus.parse_range(self.range_text)
-        step = prometheus.step_for(span)
-        interval = self.scrape_interval_s or DEFAULT_SCRAPE_INTERVAL_S
-        window = f"{math.ceil(max(SCRAPES_PER_WINDOW * interval, 2 * step))}s"
-        end = self.ended or datetime.now(UTC)
-        frames = []
-        client = prometheus.from_target(self.ctx)
-        assert client is not None
-        with client:
-            for name, expr in exprs.items():
-                frame = client.query_range(expr.replace("{rate}", window), end - span, end, step)
-                if not frame.empty:
-                    frame = frame.assign(series=name)[["time", "series", "value"]]
-                    frames.append(frame.dropna(subset=["value"]))
-        if not frames:
-            return pd.DataFrame({"time": [], "series": [], "value": []})
-        return pd.concat(frames, ignore_index=True)
-
-
-def _finite(value: float) -> float | None:
-    return None if value is None or math.isnan(value) or math.isinf(value) else float(value)
-
-
-def clean(value: Any) -> Any:
-    """NaN (pandas' missing value) as None, so findings.json stays strict JSON."""
-    if isinstance(value, float) and math.isnan(value):
-        return None
-    if isinstance(value, dict):
-        return {k: clean(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [clean(v) for v in value]
-    return value
-
-
-def records(frame: pd.DataFrame) -> list[dict[str, Any]]:
-    """A frame's rows as dicts for evidence, missing values as None."""
-    return clean(frame.to_dict(orient="records"))
-
-
-def _q(q: float) -> str:
-    return f'quantile="{q:g}"'
-
-
-def _quote(value: str) -> str:
-    """A label value inside PromQL double quotes."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
-def stats_url(ctx: RunContext) -> tuple[str, str]:
-    """The URL to read statistics with: `admin_database_url` when the inventory has one (it
-    sees every role's sessions and statements), else the application role's."""
-    if ctx.target.get("admin_database_url"):
-        return ctx.target.database_url("admin_database"), "admin_database_url"
-    return ctx.target.database_url(), "database_url (other roles' statements are hidden)"
-
-
-def _safe_scrape(ctx: RunContext, w: Window) -> None:
-    try:
-        w.pages.append(metrics.scrape(ctx))
-    except Exception as exc:  # noqa: BLE001 - a failed scrape is a fact of the window
-        w.scrape_errors.append(describe_error(exc))
-
-
-def _scrape_interval(client: prometheus.PrometheusClient, at: datetime) -> float | None:
-    """The job's scrape interval, read from the timestamps of its last `up` samples."""
-    found = client.query(f'up{{job="{JOB}"}}[3m]', at=at)
-    by_instance: dict[str, list[float]] = {}
-    for x in found:
-        by_instance.setdefault(x.labels.get("instance", ""), []).append(x.time.timestamp())
-    gaps = []
-    for times in by_instance.values():
-        ordered = sorted(times)
-        gaps += [b - a for a, b in zip(ordered, ordered[1:], strict=False)]
-    return statistics.median(gaps) if gaps else None
-
-
-def _prometheus_source(ctx: RunContext, w: Window) -> str | None:
-    """Use Prometheus for this window if it holds the job's current FraiseQL series and enough
-    samples to rate them; fills `w.names` and `w.scrape_interval_s`. Returns why not, or None."""
-    client = prometheus.from_target(ctx)
-    if client is None:
-        return "the target names no prometheus_url"
-    where = secrets.mask(str(ctx.target.get("prometheus_url")))
-    try:
-        with client:
-            found = client.query(f'count by (__name__) ({{job="{JOB}"}})', at=w.ended)
-            names = {s.labels.get("__name__", "") for s in found} - {""}
-            total = board.resolve(names, "queries_total", JOB)
-            if total is None:
-                # `up` and scrape_* stay while the target is down; its own series go stale
-                return (f"Prometheus at {where} holds no current FraiseQL series of job "
-                        f"{JOB!r}" + (" (the target is down: up == 0)" if "up" in names else ""))
-            w.scrape_interval_s = _scrape_interval(client, w.ended)
-            check = client.query(f"sum(increase({total.selector()}[{w.prometheus_window_s}s]))",
-                                 at=w.ended)
-    except prometheus.PrometheusError as exc:
-        return f"Prometheus could not answer: {exc}"
-    if not check:
-        return (f"Prometheus at {where} has too few samples of job {JOB!r} in the last "
-                f"{w.prometheus_window_s} s (just started?)")
-    w.names = names
-    return None
-
-
-def collect(ctx: RunContext, window_s: float, range_text: str, *,
-            probe: DatabaseProbe | None = None) -> Window:
-    """Sample for `window_s` seconds: /metrics at both ends and every tick, the database probe,
-    then decide the source (Prometheus when it holds the job's current series)."""
-    if not 1 <= float(window_s) <= 600:
-        raise ValueError(f"window_s must be between 1 and 600 seconds, not {window_s!r}")
-    prometheus.parse_range(range_text)  # a bad range stops here, with how to write it
-    w = Window(ctx, float(window_s), str(range_text).strip())
-    conn: psycopg.Connection | None = None
-    if probe is not None:
-        url, w.db_role = stats_url(ctx)
-        try:
-            conn = postgres.connect(url)
-        except postgres.ConnectionFailed as exc:
-            w.db_error = str(exc)
-    print(f"sampling for {window_s:g} s ...", flush=True)
-
-    def read(kind: str, fn: Probe | None) -> None:
-        nonlocal conn
-        if conn is None or fn is None:
-            return
-        try:
-            value = fn(conn)
-        except psycopg.Error as exc:
-            w.db_error = secrets.mask(postgres.first_line(exc))
-            if conn.broken:
-                conn.close()
-                conn = None
-            return
-        if kind == "ticks":
-            w.db.setdefault("ticks", []).append(value)
-        else:
-            w.db[kind] = value
-
-    try:
-        began = time.monotonic()
-        _safe_scrape(ctx, w)
-        read("start", probe.at_ends if probe else None)
-        if not w.pages and conn is None and ctx.unresponsive.hung(ctx.target.fraiseql_url):
-            print("nothing to sample: the server hung and no database session", flush=True)
-            window_s = 0  # every later scrape would be skipped (Prometheus keeps its window)
-        tick_s = min(5.0, max(1.0, window_s / 5))
-        with progress.waiting("sampling window", window_s):
-            while (left := window_s - (time.monotonic() - began)) > 0:
-                time.sleep(min(tick_s, left))
-                if window_s - (time.monotonic() - began) > 0.5:
-                    _safe_scrape(ctx, w)
-                    read("ticks", probe.each_tick if probe else None)
-        _safe_scrape(ctx, w)
-        read("ticks", probe.each_tick if probe else None)
-        read("end", probe.at_ends if probe else None)
-        read("after", probe.after if probe else None)
-    finally:
-        if conn is not None:
-            conn.close()
-    w.ended = datetime.now(UTC)
-    why_not = _prometheus_source(ctx, w)
-    if why_not is None:
-        w.source = PROMETHEUS
-        interval = (f", scraped every {w.scrape_interval_s:g} s" if w.scrape_interval_s
-                    else "")
-        where = secrets.mask(str(ctx.target.get("prometheus_url")))
-        w.prometheus_note = f"Prometheus at {where}, job {JOB!r}{interval}"
-    else:
-        w.prometheus_note = why_not
-        if len(w.pages) >= 2:
-            w.source = SCRAPES
-    return w
-
-
-def record_source(ctx: RunContext, w: Window, check_name: str) -> Finding:
-    """The `*.source` finding: where the numbers come from, and what could not be read."""
-    evidence: dict[str, Any] = {
-        "source": w.source, "window_s": w.window_s, "seconds": w.seconds,
-        "range": w.range_text, "started": w.started, "ended": w.ended,
-        "prometheus": w.prometheus_note, "scrapes": len(w.pages),
-        "scrape_errors": w.scrape_errors[-3:], "database_role": w.db_role,
-        "database_error": w.db_error,
-    }
-    if w.error:
-        return ctx.record(check_name, Status.UNKNOWN, f"could not sample: {w.error}", evidence,
-                          "fix the parameter or the inventory and rerun")
-    if w.source == NO_SOURCE:
-        error = w.scrape_errors[-1] if w.scrape_errors else "no answer"
-        return ctx.record(check_name, Status.UNKNOWN,
-                          f"no metrics to measure: /metrics failed ({error}) and "
-                          f"{w.prometheus_note}", evidence,
-                          "run the service-down playbook if the server does not answer; fix "
-                          "metrics_token or prometheus_url otherwise")
-    summary = f"measured from {w.describe()} ({w.prometheus_note})"
-    if w.db_error:
-        summary += f"; database statistics incomplete: {w.db_error}"
-    return ctx.record(check_name, Status.INFO, summary, evidence)
-
-
 # == the steps ================================================================================
 
 # Cumulative since the last statistics reset; the window's difference is what happened in it.
@@ -466,23 +106,15 @@ def _stat_database(conn: psycopg.Connection) -> dict[str, Any]:
     return postgres.one(conn, STAT_DATABASE_SQL)
 
 
-def sample(ctx: RunContext, window_s: float = 15, range: str = "1h") -> Window:  # noqa: A002
+def sample(ctx: RunContext, window_s: float = thresholds.METRICS_WINDOW_S,
+           lookback: str = "1h") -> Window:
     """§4.2 step 1 "Check: error metrics": sample the window (see the module doc) and record
     where the numbers come from. Never raises: a window that could not be taken is `unknown`."""
     try:
-        w = collect(ctx, window_s, range, probe=DatabaseProbe(at_ends=_stat_database))
+        w = collect(ctx, window_s, lookback, probe=DatabaseProbe(at_ends=_stat_database))
     except Exception as exc:  # noqa: BLE001 - the source finding carries the reason
-        w = failed_window(ctx, window_s, range, exc)
+        w = failed_window(ctx, window_s, lookback, exc)
     w.finding = record_source(ctx, w, "errors.source")
-    return w
-
-
-def failed_window(ctx: RunContext, window_s: Any, range_text: Any,
-                  exc: BaseException) -> Window:
-    """An empty window that says why it could not be taken."""
-    w = Window(ctx, float(window_s) if isinstance(window_s, (int, float)) else 0.0,
-               str(range_text))
-    w.error = describe_error(exc)
     return w
 
 
@@ -699,7 +331,7 @@ def operations_figure(w: Window) -> Figure:
 
 @check("errors.history")
 def error_history(ctx: RunContext, w: Window) -> Figure:
-    """The error ratio over `range` from Prometheus, and since when it has been high; drawn
+    """The error ratio over `lookback` from Prometheus, and since when it has been high; drawn
     with the warning and critical lines. Without Prometheus there is no history: the window's
     ratios are drawn as bars instead."""
     _require(w)
@@ -708,7 +340,7 @@ def error_history(ctx: RunContext, w: Window) -> Figure:
         ctx.record("errors.history", Status.INFO,
                    f"no history: {w.prometheus_note}; the window above is all there is",
                    {"source": w.source})
-        ev = (latest(ctx, "errors.rate") or Finding("", Status.INFO, "")).evidence
+        ev = (ctx.latest("errors.rate") or Finding("", Status.INFO, "")).evidence
         values = pd.Series({"GraphQL errors": (ev.get("error_ratio") or 0) * 100,
                             "HTTP 5xx": (ev.get("http_5xx_ratio") or 0) * 100,
                             "HTTP 4xx": (ev.get("http_4xx_ratio") or 0) * 100}, name="ratio")
@@ -737,7 +369,7 @@ def error_history(ctx: RunContext, w: Window) -> Figure:
 
 
 def history_frame(w: Window) -> pd.DataFrame:
-    """The GraphQL error ratio and the 5xx share of HTTP answers over `range` (Prometheus)."""
+    """The GraphQL error ratio and the 5xx share of HTTP answers over `lookback` (Prometheus)."""
     sel = {}
     for key, concept in (("errors", "queries_error"), ("total", "queries_total"),
                          ("h5", "http_5xx"), ("http", "http_requests")):
@@ -760,7 +392,7 @@ def database_errors(ctx: RunContext, w: Window) -> Finding:
     server see its database, and the deltas of pg_stat_database (rollbacks, deadlocks,
     conflicts)."""
     url = ctx.target.database_url()
-    reach = database_unavailable.attempt(url, 5)
+    reach = postgres.attempt(url, 5)
     with service.client(ctx) as http:
         health = service.probe(http, "GET", f"{ctx.target.fraiseql_url}/health")
     body = health.body if isinstance(health.body, dict) else {}
@@ -852,7 +484,7 @@ def _code(ctx: RunContext) -> str:
 
 
 def _affected(ctx: RunContext) -> list[str]:
-    found = latest(ctx, "errors.by_operation")
+    found = ctx.latest("errors.by_operation")
     conc = (found.evidence.get("concentration") or {}) if found else {}
     return list(conc.get("operations") or [])
 
@@ -866,7 +498,7 @@ def next_steps(ctx: RunContext) -> list[Finding]:
     url = ctx.target.fraiseql_url
     ops = _affected(ctx)
     op_text = ", ".join(ops) if ops else "the failing operation"
-    db = latest(ctx, "database.errors")
+    db = ctx.latest("database.errors")
     pool_full = bool(((db.evidence if db else {}).get("server_pool") or {}).get("saturated"))
     admin = (f"curl -X POST -H \"Authorization: Bearer $ADMIN_TOKEN\" "
              f"-H 'Content-Type: application/json' {url}/api/v1/admin/reload-schema "
@@ -936,17 +568,17 @@ def next_steps(ctx: RunContext) -> list[Finding]:
 
 def candidates(ctx: RunContext) -> list[Candidate]:
     """The root causes the recorded steps support, scored as the module doc describes."""
-    rate = latest(ctx, "errors.rate")
+    rate = ctx.latest("errors.rate")
     ev = rate.evidence if rate is not None and rate.status is not Status.UNKNOWN else {}
     if ev.get("queries") is None and ev.get("http_requests") is None:
-        return [unmeasured("the error rate could not be measured (see the unknown findings "
-                           "above): no cause can be named from this run")]
+        return [unmeasured(VOCABULARY, "the error rate could not be measured (see the unknown "
+                           "findings above): no cause can be named from this run")]
     counted = max(ev.get("errors") or 0, ev.get("http_5xx") or 0, ev.get("http_4xx") or 0)
     ratios = [ev.get(k) or 0 for k in ("error_ratio", "http_5xx_ratio", "http_4xx_ratio")]
     keep = {k: ev.get(k) for k in ("errors", "queries", "error_ratio", "http_5xx_ratio",
                                    "http_4xx_ratio", "source", "seconds")}
     warning = ev.get("warning", ERROR_RATIO.warning)
-    db = latest(ctx, "database.errors")
+    db = ctx.latest("database.errors")
     dev = db.evidence if db is not None and db.status is not Status.UNKNOWN else {}
     pool_full = bool((dev.get("server_pool") or {}).get("saturated"))
     unreachable = bool(dev) and (dev.get("reachable") is False or (
@@ -959,7 +591,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
         return [Candidate("none", 0.9, f"{_pct(ev.get('error_ratio'))} of "
                           f"{ev.get('queries') or 0:g} queries failed over "
                           f"{ev.get('seconds')} s: {why}", keep)]
-    by_type = latest(ctx, "errors.by_type")
+    by_type = ctx.latest("errors.by_type")
     tev = by_type.evidence if by_type is not None and by_type.status is not Status.UNKNOWN \
         else {}
     client_share = tev.get("client_share")
@@ -1000,7 +632,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
                              db_evidence))
 
     # concentration in operations
-    ops = latest(ctx, "errors.by_operation")
+    ops = ctx.latest("errors.by_operation")
     oev = ops.evidence if ops is not None and ops.status is not Status.UNKNOWN else {}
     conc = oev.get("concentration") or {}
     if conc.get("operations"):
@@ -1040,11 +672,6 @@ def candidates(ctx: RunContext) -> list[Candidate]:
                              "stands out: read the by-type and by-operation tables and the "
                              "server log", keep))
     return out
-
-
-def unmeasured(reason: str) -> Candidate:
-    """`none` because nothing could be measured: the diagnosis then says so, as `unknown`."""
-    return Candidate("none", VOCABULARY.threshold, reason, {"measured": False})
 
 
 def verdict_status(ctx: RunContext, found: list[Candidate] | None = None) -> Status | None:

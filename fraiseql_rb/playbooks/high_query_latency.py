@@ -6,7 +6,7 @@ latency, complex query; resolution 1. the database slow query log, 2. the connec
 5. caching or query optimisation. Lock waits are added: a statement queued behind a lock is a
 common "slow query" that a slow-query log shows only once it finally ends.
 
-**The window.** Like the high-error-rate playbook (its `Window`): the percentiles come from
+**The window.** `sampling.Window`, as in the high-error-rate playbook: the percentiles come from
 the duration histogram over the window — Prometheus over the last `window_s` (at least four
 scrape intervals) when the target's Prometheus holds the job's current series, else two
 scrapes `window_s` apart — and
@@ -19,7 +19,9 @@ activity samples see them.
 **Safety.** Every session is read-only with timeouts. `explain_query` is planned with plain
 `EXPLAIN`, which never runs it. `EXPLAIN (ANALYZE, BUFFERS)` *runs the query* and happens only
 with `execute=True` (still in a read-only session, so a write is refused); either way it is
-recorded as the action `explain_analyze`.
+recorded as the action `explain_analyze`. Both are run with `FORMAT JSON`: the cost, rows,
+times and sequential scans are read from the plan tree (`pgplan`), and the responder sees the
+usual text form rendered from it.
 
 **Diagnosis** (`candidates`), scores in [0, 1], the highest at or above 0.5 wins:
 - `lock_contention`: sessions waiting on a lock held by another: 0.6 at the warning wait
@@ -53,14 +55,13 @@ import psycopg
 from matplotlib.figure import Figure
 from psycopg import sql
 
-from .. import config, metrics, pgstats, plots, postgres, secrets, service, thresholds
+from .. import config, metrics, pgplan, pgstats, plots, postgres, secrets, service, thresholds
 from ..context import RunContext, check
 from ..dashboards import board
 from ..diagnosis import Candidate, Vocabulary
 from ..errors import RunbookError
 from ..findings import Finding, Status
-from . import database_unavailable
-from .high_error_rate import (
+from ..sampling import (
     NO_SOURCE,
     PROMETHEUS,
     DatabaseProbe,
@@ -68,29 +69,21 @@ from .high_error_rate import (
     clean,
     collect,
     failed_window,
-    latest,
     record_source,
     records,
     stats_url,
     unmeasured,
 )
 
-# -- limits (runbook-derived; candidates for thresholds.py) -----------------------------------
+# -- limits: defined (value, unit, why) in thresholds.CATALOGUE, named here for this module -----
 
-SLOW_STATEMENT_MS = 1000.0  # a statement averaging a second eats half the §6.1 2-s budget
-LOCK_WAIT_S = thresholds.Threshold(
-    warning=1.0, critical=5.0, unit="seconds waiting for a lock",
-    source="a second of lock wait is visible to users; 5 s is §3.2's P99 line by itself",
-)
-NETWORK_RTT_MS = thresholds.Threshold(
-    warning=20.0, critical=100.0, unit="ms per TCP connect",
-    source="in one data centre a round trip is well under 1 ms and across zones 1-2 ms; 20 ms "
-           "means another region or a congested path, and 100 ms adds that to every statement",
-)
-COMPLEXITY_WARNING = 100.0  # estimated cost units per query, on average
-EXPLAIN_COST_HIGH = 100_000.0  # PostgreSQL planner cost of one statement: a large scan or join
+SLOW_STATEMENT_MS = thresholds.SLOW_STATEMENT_MS  # mean time in the window that is slow
+LOCK_WAIT_S = thresholds.LOCK_WAIT_S  # seconds waiting for a lock
+NETWORK_RTT_MS = thresholds.NETWORK_RTT_MS  # ms per TCP connect
+COMPLEXITY_WARNING = thresholds.COMPLEXITY_WARNING  # estimated cost units per query, on average
+EXPLAIN_COST_HIGH = thresholds.EXPLAIN_COST_HIGH  # planner cost of one statement
 POOL_BUSY_SHARE = thresholds.POOL_OF_MAX_CONNECTIONS.warning  # §6.1 "> 80 % pool capacity"
-OWN_APPLICATION = "fraiseql-rb"  # our own sessions (postgres.connect's application_name)
+OWN_APPLICATION = postgres.APPLICATION_NAME  # our own sessions (postgres.session)
 MARKER = "/* fraiseql-rb */"  # on our statistics SQL, so pg_stat_statements can leave it out
 
 VOCABULARY = Vocabulary("high-query-latency", {
@@ -221,14 +214,15 @@ def _after(conn: psycopg.Connection) -> dict[str, Any]:
 
 # -- step 1: the window ------------------------------------------------------------------------
 
-def sample(ctx: RunContext, window_s: float = 15, range: str = "1h") -> Window:  # noqa: A002
+def sample(ctx: RunContext, window_s: float = thresholds.METRICS_WINDOW_S,
+           lookback: str = "1h") -> Window:
     """Sample the window (see the module doc) and record where the numbers come from. Never
     raises: a window that could not be taken is `unknown`."""
     try:
         probe = DatabaseProbe(at_ends=statements_snapshot, each_tick=_tick, after=_after)
-        w = collect(ctx, window_s, range, probe=probe)
+        w = collect(ctx, window_s, lookback, probe=probe)
     except Exception as exc:  # noqa: BLE001 - the source finding carries the reason
-        w = failed_window(ctx, window_s, range, exc)
+        w = failed_window(ctx, window_s, lookback, exc)
     w.finding = record_source(ctx, w, "latency.source")
     return w
 
@@ -322,13 +316,13 @@ LATENCY_QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
 def latency_history(ctx: RunContext, w: Window,
                     p95_warning_ms: float = thresholds.RESPONSE_TIME_MS.warning,
                     p99_critical_ms: float = thresholds.RESPONSE_TIME_MS.critical) -> Figure:
-    """p50/p95/p99 over `range` from Prometheus with the §6.1 (2 s) and §3.2 (5 s) lines; the
+    """p50/p95/p99 over `lookback` from Prometheus with the §6.1 (2 s) and §3.2 (5 s) lines; the
     window's percentiles as bars when there is no Prometheus."""
     _require(w)
     lines = board.latency_lines(p95_warning_ms / 1000, p99_critical_ms / 1000)
     s = w.series("query_duration") if w.source == PROMETHEUS else None
     if s is None or s.kind != "histogram":
-        found = latest(ctx, "latency.percentiles")
+        found = ctx.latest("latency.percentiles")
         ev = found.evidence if found is not None else {}
         ctx.record("latency.history", Status.INFO,
                    f"no history: {w.prometheus_note}; the window's percentiles are drawn",
@@ -411,7 +405,7 @@ def long_running(w: Window) -> pd.DataFrame:
 
 @check("latency.slow_statements")
 def slow_statements(ctx: RunContext, w: Window, slow_ms: float = SLOW_STATEMENT_MS,
-                    top: int = 10) -> Finding:
+                    top: int = thresholds.TOP_N) -> Finding:
     """§4.1 step 1 "Check database slow query log": what PostgreSQL ran in the window
     (pg_stat_statements), slowest first, and the statements seen running during it."""
     _require(w, "database")
@@ -621,7 +615,7 @@ def network_latency(ctx: RunContext, samples: int = 5,
     """§4.1 step 3 "mtr to database": TCP connect round trips to the database's and the
     server's host:port, several each (a connect is one round trip; no ICMP needed)."""
     samples = max(1, min(int(samples), 50))
-    targets = {"database": database_unavailable.endpoint(ctx.target.database_url()),
+    targets = {"database": postgres.endpoint(ctx.target.database_url()),
                "server": _server_endpoint(ctx.target.fraiseql_url)}
     rows, evidence = [], {"samples": samples, "warning_ms": warning_ms,
                           "critical_ms": critical_ms}
@@ -630,7 +624,7 @@ def network_latency(ctx: RunContext, samples: int = 5,
             rows.append({"endpoint": name, "address": "(unix socket)", "connected": 0,
                          "median_ms": None, "max_ms": None, "failures": 0})
             continue
-        probes = [database_unavailable.tcp_probe(host, port, 3.0) for _ in range(samples)]
+        probes = [postgres.tcp_probe(host, port, 3.0) for _ in range(samples)]
         ok = [p.elapsed_ms for p in probes if p.outcome == "connected"]
         failed = [p for p in probes if p.outcome != "connected"]
         row = {"endpoint": name, "address": f"{host}:{port}", "connected": len(ok),
@@ -666,15 +660,29 @@ def network_latency(ctx: RunContext, samples: int = 5,
 # -- §4.1 step 4: EXPLAIN ------------------------------------------------------------------------
 
 _PLACEHOLDER = re.compile(r"\$\d+")
-_COST = re.compile(r"cost=(?P<startup>[\d.]+)\.\.(?P<total>[\d.]+)")
-_EXECUTION = re.compile(r"Execution Time: (?P<ms>[\d.]+) ms")
 
 
-def explain_statement(query: str, analyze: bool) -> str:
-    """The EXPLAIN to run for `query` (one statement, trailing semicolon dropped)."""
+def explain_statement(query: str, analyze: bool, *, as_json: bool = False) -> str:
+    """The EXPLAIN of `query` (one statement, trailing semicolon dropped): `as_json` is the
+    form the playbook runs and reads (`pgplan`); without it, the form a person types, which is
+    the command recorded for the action."""
     text = query.strip().rstrip(";").strip()
-    prefix = "EXPLAIN (ANALYZE, BUFFERS) " if analyze else "EXPLAIN "
-    return prefix + text
+    options = (["ANALYZE", "BUFFERS"] if analyze else []) + (["FORMAT JSON"] if as_json else [])
+    return f"EXPLAIN ({', '.join(options)}) {text}" if options else f"EXPLAIN {text}"
+
+
+def _plan_advice(seq_scans: list[dict[str, Any]]) -> str:
+    """The remediation of an expensive plan, naming its costliest sequential scans."""
+    advice = ("an expensive plan: look for sequential scans on large tables and missing "
+              "indexes in the plan")
+    if not seq_scans:
+        return advice
+    named = []
+    for scan in seq_scans[:3]:
+        read = (f", {scan['rows_read']} rows read" if scan.get("rows_read") is not None
+                else f", ~{_g(scan.get('estimated_rows'))} rows out")
+        named.append(f"{scan.get('relation')} (cost {_g(scan.get('total_cost'))}{read})")
+    return f"{advice}; sequential scans here: {', '.join(named)}"
 
 
 @check("latency.explain")
@@ -698,7 +706,7 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
                           "explain_query has $1-style placeholders (as pg_stat_statements "
                           "shows statements): replace them with representative values",
                           {"query": query, "analyzed": False}, "rerun with literal values")
-    statement = explain_statement(query, analyze)
+    statement = explain_statement(query, analyze, as_json=True)
     if analyze:
         print("execute=True: EXPLAIN (ANALYZE, BUFFERS) RUNS the query (read-only session, "
               f"statement timeout {thresholds.DB_STATEMENT_TIMEOUT_MS / 1000:g} s)", flush=True)
@@ -706,7 +714,7 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
         with postgres.connect(ctx.target.database_url()) as conn, conn.cursor() as cur:
             # prepare=True: the extended protocol, so exactly one statement is accepted
             cur.execute(statement, prepare=True)
-            plan = [str(next(iter(r.values()))) for r in cur.fetchall()]
+            row = cur.fetchone()
     except psycopg.Error as exc:
         error = secrets.mask(" ".join(str(exc).split()))
         ctx.action("explain_analyze", analyze_command, executed=False,
@@ -715,23 +723,34 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
                           f"PostgreSQL refused the EXPLAIN: {error}",
                           {"query": query, "analyzed": False, "error": error},
                           "fix explain_query (one SELECT, valid values) and rerun")
-    cost = _COST.search(plan[0]) if plan else None
-    total = float(cost.group("total")) if cost else None
-    ran = next((float(m.group("ms")) for line in plan if (m := _EXECUTION.search(line))), None)
+    try:
+        plan = pgplan.Plan.from_json(next(iter(row.values())) if row else None)
+    except ValueError as exc:
+        ctx.action("explain_analyze", analyze_command, executed=analyze,
+                   result=f"unreadable plan: {exc}" if analyze else None)
+        return ctx.record("latency.explain", Status.UNKNOWN,
+                          f"the EXPLAIN output could not be read: {exc}",
+                          {"query": query, "analyzed": analyze, "statement": statement,
+                           "error": str(exc)}, "run the EXPLAIN by hand in psql")
+    lines = plan.lines()  # the text form, rendered from the JSON tree
+    total = plan.total_cost
+    ran = plan.execution_ms if analyze else None
+    seq_scans = plan.seq_scans()
     ctx.action("explain_analyze", analyze_command, executed=analyze,
-               result={"execution_ms": ran, "plan_lines": len(plan)} if analyze else None)
+               result={"execution_ms": ran, "plan_lines": len(lines)} if analyze else None)
     evidence = {"query": query, "analyzed": analyze, "statement": statement,
-                "total_cost": total, "execution_ms": ran, "plan": plan[:80],
-                "cost_high": cost_high}
+                "total_cost": total, "execution_ms": ran, "plan": lines[:80],
+                "cost_high": cost_high, "estimated_rows": plan.estimated_rows,
+                "actual_rows": plan.actual_rows, "node_types": plan.node_types(),
+                "seq_scans": seq_scans[:10], "underestimates": plan.underestimates()[:5]}
     how = (f"ran it: {ran:g} ms" if analyze and ran is not None else
            "planned only (execute=False: the query was not run)")
     status = Status.WARNING if total is not None and total >= cost_high else Status.INFO
     return ctx.record("latency.explain", status,
                       f"plan estimated at cost {_g(total)}; {how}; top node: "
-                      f"{plan[0].strip() if plan else '?'}", evidence,
-                      "an expensive plan: look for sequential scans on large tables and "
-                      "missing indexes in the plan" if status is Status.WARNING else None,
-                      table=pd.DataFrame({"QUERY PLAN": plan}))
+                      f"{lines[0].strip() if lines else '?'}", evidence,
+                      _plan_advice(seq_scans) if status is Status.WARNING else None,
+                      table=pd.DataFrame({"QUERY PLAN": lines}))
 
 
 # -- complexity ------------------------------------------------------------------------------------
@@ -773,7 +792,7 @@ def query_complexity(ctx: RunContext, w: Window,
 # -- the diagnosis ---------------------------------------------------------------------------------
 
 def _ev(ctx: RunContext, check_name: str) -> dict[str, Any]:
-    found = latest(ctx, check_name)
+    found = ctx.latest(check_name)
     return found.evidence if found is not None and found.status is not Status.UNKNOWN else {}
 
 
@@ -870,8 +889,8 @@ def candidates(ctx: RunContext) -> list[Candidate]:
                              {"total_cost": plan.get("total_cost"), "query": plan.get("query")}))
 
     if not any(c.score >= VOCABULARY.threshold for c in out) and lat.get("p50_ms") is None:
-        out.append(unmeasured("latency could not be measured (see the unknown or info findings "
-                              "above) and no cause shows in the database"))
+        out.append(unmeasured(VOCABULARY, "latency could not be measured (see the unknown or "
+                              "info findings above) and no cause shows in the database"))
     elif not any(c.score >= VOCABULARY.threshold for c in out):
         p95, p99 = lat.get("p95_ms") or 0, lat.get("p99_ms") or 0
         high = (p95 > lat.get("p95_warning_ms", thresholds.RESPONSE_TIME_MS.warning)

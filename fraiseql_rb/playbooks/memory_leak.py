@@ -40,20 +40,31 @@ from typing import Any
 
 import pandas as pd
 
-from .. import capacity, host, metrics, plots, postgres, progress, secrets, target_commands
+from .. import (
+    capacity,
+    host,
+    metrics,
+    plots,
+    postgres,
+    progress,
+    report,
+    secrets,
+    service,
+    target_commands,
+    thresholds,
+)
 from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..findings import Finding, Status
-from . import connection_pool_exhaustion as pool
 
-THRESHOLD_BYTES = 7_000_000_000  # §3.2 MemoryLeakSuspected: process_resident_memory_bytes > 7e9
-MIN_R2 = 0.6  # below this the samples are not a trend
-MIN_WINDOW_GROWTH_BYTES = 4 * 2**20  # allocator noise: less growth than this is not a leak
-MIN_WINDOW_GROWTH_SHARE = 0.01  # ... nor less than 1 % of the resident set
-MIN_CONNECTION_GROWTH = 3  # connections gained over the window that count as "growing"
-MIN_CACHE_GROWTH = 50  # cache entries gained over the window ...
-MIN_CACHE_GROWTH_SHARE = 0.1  # ... and at least 10 % more than at the start
-OWN_APPLICATION = pool.OWN_APPLICATION
+# Limits: defined (value, unit, why) in thresholds.CATALOGUE, named here for this module.
+THRESHOLD_BYTES = thresholds.MEMORY_LEAK_RSS_BYTES  # §3.2 MemoryLeakSuspected: RSS > 7e9
+MIN_R2 = thresholds.MEMORY_MIN_R2  # below this the samples are not a trend
+MIN_WINDOW_GROWTH_BYTES = thresholds.MEMORY_MIN_WINDOW_GROWTH_BYTES  # allocator noise ...
+MIN_WINDOW_GROWTH_SHARE = thresholds.MEMORY_MIN_WINDOW_GROWTH_SHARE  # ... as share of the RSS
+MIN_CONNECTION_GROWTH = thresholds.MEMORY_MIN_CONNECTION_GROWTH  # connections gained: "growing"
+MIN_CACHE_GROWTH = thresholds.MEMORY_MIN_CACHE_GROWTH  # cache entries gained over the window ...
+MIN_CACHE_GROWTH_SHARE = thresholds.MEMORY_MIN_CACHE_GROWTH_SHARE  # ... and this much more
 
 VOCABULARY = Vocabulary("memory-leak", {
     "no_leak": "resident memory is not growing over the window: nothing to fix now; if "
@@ -80,19 +91,9 @@ VOCABULARY = Vocabulary("memory-leak", {
 }, fallback="no_leak")
 
 
-def _latest(ctx: RunContext, check_name: str) -> Finding | None:
-    for finding in reversed(ctx.log.findings):
-        if finding.check == check_name:
-            return finding
-    return None
-
-
 def _usable(ctx: RunContext, check_name: str) -> Finding | None:
-    found = _latest(ctx, check_name)
+    found = ctx.latest(check_name)
     return found if found is not None and found.status is not Status.UNKNOWN else None
-
-
-_display = pool._display  # a figure shown in the notebook; nothing outside IPython
 
 
 def _mb(value: float | None) -> str:
@@ -101,7 +102,6 @@ def _mb(value: float | None) -> str:
 
 # -- step 1: where the resident memory is read from ------------------------------------------
 
-parse_pid = target_commands.parse_pid
 proc_memory = host.process_memory
 
 
@@ -122,7 +122,7 @@ def locate(ctx: RunContext) -> MemorySource:
     why = []
     if local and ctx.target.get("status_command"):
         result = target_commands.run(ctx, "status_command")
-        pid = parse_pid(result.stdout + "\n" + result.stderr)
+        pid = target_commands.parse_pid(result.stdout + "\n" + result.stderr)
         if pid is None:
             why.append("status_command printed no pid (Main PID: N, MainPID=N, \"Pid\": N)")
         else:
@@ -183,7 +183,7 @@ WHERE usename = current_user AND backend_type = 'client backend'
 
 
 def _source(ctx: RunContext) -> MemorySource:
-    found = _latest(ctx, "memory.process")
+    found = ctx.latest("memory.process")
     if found is not None and found.evidence.get("source"):
         ev = found.evidence
         return MemorySource(ev["source"], ev.get("detail", ""), ev.get("pid"), ev.get("series"))
@@ -192,7 +192,7 @@ def _source(ctx: RunContext) -> MemorySource:
 
 def _cache_reading(ctx: RunContext) -> dict[str, Any]:
     try:
-        detail = pool.admin_detail(ctx)
+        detail = service.admin_detail(ctx)
     except Exception as exc:  # noqa: BLE001 - recorded with the reading
         return {"at": _now(), "error": secrets.mask(str(exc))}
     return {"at": _now(), "cache_entries": detail.get("cache_entries"),
@@ -204,7 +204,8 @@ def _now() -> str:
 
 
 @check("memory.samples")
-def sample(ctx: RunContext, window_s: float = 20, interval_s: float = 2) -> Finding:
+def sample(ctx: RunContext, window_s: float = thresholds.MEMORY_WINDOW_S,
+           interval_s: float = thresholds.MEMORY_INTERVAL_S) -> Finding:
     """Every `interval_s` for `window_s`: RSS, the application role's connections and the pool
     gauges; the cache's entries at the start and the end."""
     if interval_s <= 0 or window_s < interval_s:
@@ -277,7 +278,7 @@ def _one_sample(ctx: RunContext, source: MemorySource, conn: Any, began: float,
         errors["rss"] = f"{type(exc).__name__}: {exc} (did the process exit?)"
     if conn is not None:
         try:
-            found = postgres.one(conn, APP_CONNECTIONS_SQL, {"own": OWN_APPLICATION})
+            found = postgres.one(conn, APP_CONNECTIONS_SQL, {"own": postgres.APPLICATION_NAME})
             row["app_connections"] = found["connections"]
             row["app_idle_in_transaction"] = found["idle_in_transaction"]
             row["max_connections"] = found["max_connections"]
@@ -326,13 +327,14 @@ def _hours(moment: datetime | None, now: datetime) -> float | None:
 
 @check("memory.trend")
 def rss_trend(ctx: RunContext, threshold_gb: float = THRESHOLD_BYTES / 1e9,
-              min_growth_mb_per_hour: float = 50, critical_hours: float = 24) -> Finding:
+              min_growth_mb_per_hour: float = thresholds.MEMORY_MIN_GROWTH_MB_PER_HOUR,
+              critical_hours: float = thresholds.MEMORY_CRITICAL_HOURS) -> Finding:
     """Growth per hour and r² of the RSS samples; when the trend reaches the §3.2 threshold
     (and the host's memory, if smaller and this is the host). Plot: samples, trend, limits."""
     frame, sampled = _frame(ctx)
     series = frame["rss_bytes"].dropna().astype(float)
     if len(series) < 3:
-        process = _latest(ctx, "memory.process")
+        process = ctx.latest("memory.process")
         why = process.summary if process is not None and process.status is Status.UNKNOWN \
             else f"only {len(series)} RSS samples ({sampled.get('errors') or 'no source'})"
         return ctx.record("memory.trend", Status.UNKNOWN,
@@ -355,7 +357,7 @@ def rss_trend(ctx: RunContext, threshold_gb: float = THRESHOLD_BYTES / 1e9,
                  for line in lines]
     hours = [_hours(c, last_at) for c in crossings]
     soonest = min((h for h in hours if h is not None), default=None)
-    _display(_figure(series, trend, lines, crossings, soonest))
+    report.show(_figure(series, trend, lines, crossings, soonest))
     evidence = {
         "rss_first_bytes": int(trend.first), "rss_last_bytes": int(trend.last),
         "growth_per_hour_bytes": round(trend.per_hour),
@@ -435,8 +437,8 @@ def connection_trend(ctx: RunContext) -> Finding:
     if not usable:
         raise RuntimeError("neither pg_stat_activity nor the pool gauges were sampled: "
                            + str(sampled.get("errors")))
-    _display(plots.timeseries(frame[[r["series"] for r in usable]],
-                              title="Connections over the window", ylabel="connections"))
+    report.show(plots.timeseries(frame[[r["series"] for r in usable]],
+                                 title="Connections over the window", ylabel="connections"))
     pool_max = next((c.get("pool_max") for c in sampled.get("cache_readings", [])
                      if c.get("pool_max") is not None), None)
     growing = [r["series"] for r in usable if r["series"] in ("app_connections", "pool_total")
@@ -503,13 +505,14 @@ def cache_growth(ctx: RunContext) -> Finding:
 # -- step 6: long-running transactions ---------------------------------------------------------
 
 @check("memory.long_transactions")
-def long_transactions(ctx: RunContext, long_transaction_s: float = 60) -> Finding:
+def long_transactions(ctx: RunContext,
+                      long_transaction_s: float = thresholds.LONG_TRANSACTION_S) -> Finding:
     """§4.1 "Long-running transactions" / step 4: the application role's transactions open
     longer than `long_transaction_s` (xact_start)."""
-    role = pool.app_role(ctx)
+    role = postgres.url_user(ctx.target.database_url())
     with postgres.connect(ctx.target.database_url()) as conn:
-        found = pool.sessions(conn)
-    long = sorted((s for s in found if pool.is_server_session(s, role)
+        found = postgres.sessions(conn)
+    long = sorted((s for s in found if postgres.is_server_session(s, role)
                    and (s["xact_s"] or 0) > long_transaction_s), key=lambda s: -s["xact_s"])
     rows = [{"pid": s["pid"], "application": s["application"], "state": s["state"],
              "xact_s": round(s["xact_s"], 1), "idle_s": round(s["state_s"] or 0, 1),
@@ -545,8 +548,8 @@ EXTENSION_SQL = "SELECT 1 AS present FROM pg_extension WHERE extname = 'pg_stat_
 
 
 @check("memory.large_results")
-def large_results(ctx: RunContext, large_result_rows: int = 10_000, top_n: int = 10
-                  ) -> Finding:
+def large_results(ctx: RunContext, large_result_rows: int = thresholds.LARGE_RESULT_ROWS,
+                  top_n: int = thresholds.TOP_N) -> Finding:
     """§4.1 "Large query results": the application role's statements by rows returned per
     call (pg_stat_statements, cumulative since its last reset), when the extension is there."""
     with postgres.connect(ctx.target.database_url()) as conn:
@@ -580,7 +583,7 @@ def large_results(ctx: RunContext, large_result_rows: int = 10_000, top_n: int =
 def memory_profile(ctx: RunContext) -> Finding:
     """§4.1 step 1 says `pprof`: that is Go's profiler and does not apply to the Rust server.
     What to run instead, with this server's pid; and its memory split from /proc when local."""
-    found = _latest(ctx, "memory.process")
+    found = ctx.latest("memory.process")
     pid = found.evidence.get("pid") if found is not None else None
     target = str(pid) if pid else "PID"
     steps = [
@@ -612,12 +615,10 @@ def memory_profile(ctx: RunContext) -> Finding:
 # -- step 9: §4.1 step 5, restart if critical --------------------------------------------------
 
 @check("service.restart")
-def restart_if_critical(ctx: RunContext, wait_s: float = 30) -> Finding:
+def restart_if_critical(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S) -> Finding:
     """§4.1 step 5 "Restart service if critical": when the trend is critical, the target's
     restart_command, only with execute=True (then wait for health); otherwise recorded."""
-    from . import service_down
-
-    trend = _latest(ctx, "memory.trend")
+    trend = ctx.latest("memory.trend")
     if trend is None or trend.status is not Status.CRITICAL:
         state = "not measured" if trend is None or trend.status is Status.UNKNOWN else \
             trend.status.value
@@ -632,26 +633,21 @@ def restart_if_critical(ctx: RunContext, wait_s: float = 30) -> Finding:
                           {"needed": True, "executed": False},
                           "restart it by hand (systemctl restart fraiseql) and add "
                           "restart_command to the inventory")
-    if not ctx.may_execute():
-        ctx.action("restart_service", command, executed=False)
+    done = target_commands.restart(ctx, wait_s)
+    if not done.executed:
         return ctx.record("service.restart", Status.INFO,
                           f"dry run: would run `{command}` ({why})",
                           {"needed": True, "executed": False, "command": command},
                           "rerun with execute=True, or run the command yourself; the leak "
                           "comes back after a restart until its cause is fixed")
-    print(f"restarting: {secrets.mask(str(command))}", flush=True)
-    result = target_commands.run(ctx, "restart_command")
-    output = (result.stdout + result.stderr).strip().splitlines()[-5:]
-    ctx.action("restart_service", command, executed=True,
-               result={"returncode": result.returncode, "elapsed_s": result.elapsed_s,
-                       "output": output})
+    returncode = done.result.returncode if done.result is not None else None
     evidence: dict[str, Any] = {"needed": True, "executed": True, "command": command,
-                                "returncode": result.returncode}
-    if not result.ok:
+                                "returncode": returncode}
+    if done.health is None:
         return ctx.record("service.restart", Status.CRITICAL,
-                          f"restart_command failed (exit {result.returncode})", evidence,
+                          f"restart_command failed (exit {returncode})", evidence,
                           "run it by hand and read its error")
-    _, status, summary, waited, _ = service_down.wait_for_health(ctx, wait_s)
+    _, status, summary, waited, _ = done.health
     evidence.update({"healthy": status is Status.OK, "waited_s": waited})
     if status is Status.OK:
         return ctx.record("service.restart", Status.WARNING,
@@ -685,7 +681,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
         causes.append(("large_query_results", 0.7, large.summary,
                        {"largest_rows_per_call": large.evidence.get("largest_rows_per_call")}))
     if trend is None:
-        found = _latest(ctx, "memory.trend")
+        found = ctx.latest("memory.trend")
         why = found.summary if found is not None else "the trend step did not run"
         return [Candidate("no_leak", 0.5, f"resident memory was not measured, so a leak can be "
                           f"neither confirmed nor ruled out ({why})", {})] + [
@@ -710,7 +706,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
     return out
 
 
-def severity(ctx: RunContext) -> Status | None:
+def verdict_status(ctx: RunContext) -> Status | None:
     """The diagnosis' status for `diagnosis.conclude(..., status=...)`: the trend's (warning
     or critical) for a leak, unknown when RSS was not measured, None (ok) for no_leak."""
     trend = _usable(ctx, "memory.trend")

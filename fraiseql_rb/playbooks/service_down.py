@@ -12,15 +12,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
 
-from .. import config, database, progress, secrets, service, target_commands
+from .. import config, database, secrets, target_commands, thresholds
 from ..context import RunContext, check
 from ..diagnosis import Candidate, Vocabulary
 from ..findings import Finding, Status, isoformat, utcnow
@@ -54,81 +52,11 @@ STARTUP_BLOCKING = frozenset({
 })
 
 
-def _latest(ctx: RunContext, check_name: str) -> Finding | None:
-    for finding in reversed(ctx.log.findings):
-        if finding.check == check_name:
-            return finding
-    return None
-
-
 def _skip(ctx: RunContext, check_name: str, why: str) -> Finding:
     return ctx.record(check_name, Status.INFO, f"skipped: {why}", {"skipped": True})
 
 
 # -- step 3: process state ----------------------------------------------------------------
-
-@dataclass(frozen=True)
-class ProcessState:
-    """What a status command says: running, stopped, failed, starting, restarting, stopping,
-    paused or unknown; `source` names the dialect it was read in."""
-
-    state: str
-    detail: str
-    source: str
-    pid: int | None = None
-
-
-_SYSTEMD_ACTIVE = re.compile(r"^\s*Active:\s*(?P<active>[a-z-]+)(?:\s*\((?P<sub>[^)]*)\))?",
-                             re.MULTILINE)
-_SYSTEMD_PID = re.compile(r"Main PID:\s*(\d+)")
-_SYSTEMD_STATES = {"active": "running", "reloading": "running", "inactive": "stopped",
-                   "failed": "failed", "activating": "starting", "deactivating": "stopping"}
-# `docker inspect -f '{{.State.Status}}'`, or the "State"/"Status" of `docker inspect` JSON
-_DOCKER_STATUS = re.compile(r"^\s*(?:\"(?:Status|State)\"\s*:\s*)?\"?(running|exited|restarting|"
-                            r"paused|dead|created|removing)\"?,?\s*$", re.MULTILINE | re.I)
-# the STATUS column of `docker ps -a`
-_DOCKER_PS = re.compile(r"\b(Up (?:\d+|About|Less)|Exited \(\d+\)|Restarting \(\d+\)|Dead\b)")
-_DOCKER_STATES = {"running": "running", "up": "running", "exited": "stopped",
-                  "restarting": "restarting", "paused": "paused", "dead": "failed",
-                  "created": "stopped", "removing": "stopping"}
-# the STATUS column of `kubectl get pod`
-_KUBE = re.compile(r"\b(Running|CrashLoopBackOff|Error|Completed|Pending|Terminating|"
-                   r"ContainerCreating|ImagePullBackOff|OOMKilled)\b")
-_KUBE_STATES = {"Running": "running", "CrashLoopBackOff": "restarting", "Error": "failed",
-                "OOMKilled": "failed", "Completed": "stopped", "Pending": "starting",
-                "ContainerCreating": "starting", "ImagePullBackOff": "failed",
-                "Terminating": "stopping"}
-
-
-def parse_status(output: str, returncode: int | None) -> ProcessState:
-    """Read systemd-like (`Active:`), docker-like or kubectl-like status output; fall back on
-    systemctl's exit codes (0 running, 3 not running, 4 no such unit)."""
-    pid_match = _SYSTEMD_PID.search(output)
-    pid = int(pid_match.group(1)) if pid_match else None
-    if m := _SYSTEMD_ACTIVE.search(output):
-        active, sub = m.group("active"), (m.group("sub") or "")
-        state = _SYSTEMD_STATES.get(active, "unknown")
-        if active == "active" and sub.startswith("exited"):
-            state = "stopped"  # a oneshot that finished: nothing is serving
-        if active == "activating" and "auto-restart" in sub:
-            state = "restarting"  # systemd's crash loop
-        return ProcessState(state, m.group(0).strip(), "systemd", pid if state == "running"
-                            else None)
-    if m := _DOCKER_STATUS.search(output):
-        return ProcessState(_DOCKER_STATES[m.group(1).lower()], m.group(0).strip(), "docker")
-    if m := _DOCKER_PS.search(output):
-        word = m.group(1).split()[0].lower()
-        return ProcessState(_DOCKER_STATES.get(word, "unknown"), m.group(0), "docker ps")
-    if m := _KUBE.search(output):
-        return ProcessState(_KUBE_STATES[m.group(1)], m.group(1), "kubectl")
-    if returncode == 0:
-        return ProcessState("running", "exit code 0", "exit code", pid)
-    if returncode == 3:
-        return ProcessState("stopped", "exit code 3 (systemctl: not running)", "exit code")
-    if returncode is None:
-        return ProcessState("unknown", "the status command timed out", "exit code")
-    return ProcessState("unknown", f"exit code {returncode}", "exit code")
-
 
 _PROCESS_STATUS = {"running": Status.OK, "stopped": Status.CRITICAL, "failed": Status.CRITICAL,
                    "starting": Status.WARNING, "restarting": Status.WARNING,
@@ -145,7 +73,7 @@ def check_process(ctx: RunContext) -> Finding:
                           "add status_command (e.g. systemctl status fraiseql, docker inspect "
                           "-f '{{.State.Status}}' fraiseql) to the inventory")
     result = target_commands.run(ctx, "status_command")
-    parsed = parse_status(result.stdout + "\n" + result.stderr, result.returncode)
+    parsed = target_commands.parse_status(result.stdout + "\n" + result.stderr, result.returncode)
     evidence = {"state": parsed.state, "pid": parsed.pid, "read_from": parsed.source,
                 "line": parsed.detail, "returncode": result.returncode,
                 "command": result.command, "output": result.stdout.splitlines()[:12]}
@@ -199,7 +127,7 @@ def recent_logs(ctx: RunContext, lines: int = 20) -> Finding:
 def restart_needed(ctx: RunContext) -> tuple[bool | None, str]:
     """Does §4.2 step 4 apply? Only when the process is not serving: a server that answers
     `unhealthy` because its database is down would come back the same after a restart."""
-    health, process = _latest(ctx, "service.health"), _latest(ctx, "service.process")
+    health, process = ctx.latest("service.health"), ctx.latest("service.process")
     state = process.evidence.get("state") if process is not None else None
     if state in ("stopped", "failed", "paused"):
         return True, f"the process is {state}"
@@ -218,31 +146,12 @@ def restart_needed(ctx: RunContext) -> tuple[bool | None, str]:
     return False, f"the server answers ({ev.get('status')}): a restart is not the fix"
 
 
-def wait_for_health(ctx: RunContext, wait_s: float, poll_s: float = 1.0
-                    ) -> tuple[service.Probe, Status, str, float, int]:
-    """Poll /health every `poll_s` until it is healthy or `wait_s` has passed, printing each
-    answer so a responder watching the notebook sees the progress."""
-    began = time.monotonic()
-    polls = 0
-    url = f"{ctx.target.fraiseql_url}/health"
-    with service.client(ctx, timeout_s=min(5.0, max(1.0, poll_s)),
-                        skip_unresponsive=False) as http:  # it is meant to come back
-        while True:
-            polls += 1
-            p = service.probe(http, "GET", url)
-            status, summary = service.health_verdict(p)
-            elapsed = time.monotonic() - began
-            print(f"  {elapsed:5.1f} s  {status.upper():<8} {summary}", flush=True)
-            if status is Status.OK or elapsed + poll_s > wait_s:
-                return p, status, summary, round(elapsed, 1), polls
-            time.sleep(max(0.0, poll_s - (time.monotonic() - began - elapsed)))
-
-
 RESTART_RESOLVES = ("service.health", "service.readiness", "service.process")
 
 
 @check("service.restart")
-def restart(ctx: RunContext, wait_s: float = 30, poll_s: float = 1.0) -> Finding:
+def restart(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S,
+            poll_s: float = 1.0) -> Finding:
     """§4.2 steps 4-5: `systemctl restart fraiseql` through restart_command, only with
     execute=True, then wait for health (30 s by default, the runbook's figure)."""
     needed, why = restart_needed(ctx)
@@ -256,8 +165,9 @@ def restart(ctx: RunContext, wait_s: float = 30, poll_s: float = 1.0) -> Finding
                           {"needed": True, "executed": False, "reason": why},
                           "restart it by hand (systemctl restart fraiseql) and add "
                           "restart_command to the inventory")
-    if not ctx.may_execute():
-        print(repr(ctx.action("restart_service", command, executed=False)))
+    done = target_commands.restart(ctx, wait_s, poll_s, why=why, step="§4.2 step 5")
+    if not done.executed:
+        print(repr(done.action))
         return ctx.record("service.restart", Status.INFO,
                           f"dry run: a restart is needed ({why}); would run `{command}` and "
                           f"wait up to {wait_s:g} s for health",
@@ -265,25 +175,18 @@ def restart(ctx: RunContext, wait_s: float = 30, poll_s: float = 1.0) -> Finding
                            "command": command, "wait_s": wait_s},
                           "rerun with execute=True, or run the command yourself and rerun "
                           "this playbook")
-    print(f"restarting ({why}): {secrets.mask(str(command))}", flush=True)
-    result = target_commands.run(ctx, "restart_command")
-    output = (result.stdout + result.stderr).strip().splitlines()[-5:]
-    ctx.action("restart_service", command, executed=True,
-               result={"returncode": result.returncode, "elapsed_s": result.elapsed_s,
-                       "output": output})
+    result, output = done.result, done.output
+    assert result is not None
     evidence: dict[str, Any] = {"needed": True, "executed": True, "reason": why,
                                 "command": command, "returncode": result.returncode,
                                 "command_s": result.elapsed_s, "wait_s": wait_s}
-    if not result.ok:
+    if done.health is None:
         return ctx.record("service.restart", Status.CRITICAL,
                           f"restart_command failed (exit {result.returncode}): "
                           f"{output[-1] if output else 'no output'}", evidence | {
                               "healthy": False},
                           "run it by hand and read its error; then the checks below")
-    print(f"waiting up to {wait_s:g} s for /health to answer healthy (§4.2 step 5)",
-          flush=True)
-    with progress.waiting("waiting for /health after the restart", wait_s):
-        p, status, summary, waited, polls = wait_for_health(ctx, wait_s, poll_s)
+    p, status, summary, waited, polls = done.health
     body = p.body if isinstance(p.body, dict) else {}
     evidence.update({"healthy": status is Status.OK, "waited_s": waited, "polls": polls,
                      "http_status": p.status_code, "status": body.get("status"),
@@ -301,10 +204,10 @@ def restart(ctx: RunContext, wait_s: float = 30, poll_s: float = 1.0) -> Finding
 
 def still_down(ctx: RunContext) -> bool:
     """§4.2 step 6 "If still down": not healthy, and not brought back by a restart."""
-    restarted = _latest(ctx, "service.restart")
+    restarted = ctx.latest("service.restart")
     if restarted is not None and restarted.evidence.get("healthy"):
         return False
-    health = _latest(ctx, "service.health")
+    health = ctx.latest("service.health")
     return health is None or health.status is not Status.OK
 
 
@@ -387,7 +290,7 @@ def current_build(ctx: RunContext) -> dict[str, Any] | None:
 
 
 @check("service.recent_changes")
-def recent_changes(ctx: RunContext, hours: float = 24) -> Finding:
+def recent_changes(ctx: RunContext, hours: float = thresholds.RECENT_CHANGES_HOURS) -> Finding:
     """§4.2 step 6c "Review recent changes": files changed in the config's directory, and the
     version or schema_hash against the last artifact of this runbook for this target."""
     if not still_down(ctx):
@@ -435,11 +338,11 @@ def recent_changes(ctx: RunContext, hours: float = 24) -> Finding:
 
 def candidates(ctx: RunContext) -> list[Candidate]:
     """The root causes the recorded steps support, for `diagnosis.conclude`."""
-    health = _latest(ctx, "service.health")
-    ready = _latest(ctx, "service.readiness")
-    process = _latest(ctx, "service.process")
-    restarted = _latest(ctx, "service.restart")
-    db = _latest(ctx, "database.reachable")
+    health = ctx.latest("service.health")
+    ready = ctx.latest("service.readiness")
+    process = ctx.latest("service.process")
+    restarted = ctx.latest("service.restart")
+    db = ctx.latest("database.reachable")
     hev = health.evidence if health is not None else {}
     state = process.evidence.get("state") if process is not None else None
     not_ready = (ready is not None and ready.status is Status.CRITICAL
