@@ -32,6 +32,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraiseql_rb.sandbox.cluster import APP_USER, Cluster, free_port
+from fraiseql_rb.sandbox.standin import document
+from fraiseql_rb.sandbox.standin.app import App
+from fraiseql_rb.sandbox.standin.config import load_settings
 
 if TYPE_CHECKING:
     from pg_fixtures import PgPasswords
@@ -202,6 +205,11 @@ def test_users_query_returns_requested_fields(client: httpx.Client) -> None:
     assert all(set(u) == {"id", "name"} for u in users)
     posts = gql(client, "{ p: posts(limit: 2) { title author { name } } }").json()["data"]["p"]
     assert len(posts) == 2 and set(posts[0]["author"]) == {"name"}
+    skipping = gql(client, "query S($off: Boolean = false) { a: users(limit: 1) { i: id } "
+                           "b: posts(limit: 1) @skip(if: true) { id } "
+                           "c: posts(limit: 1) @include(if: $off) { id } }")
+    assert list(skipping.json()["data"]) == ["a"]
+    assert list(skipping.json()["data"]["a"][0]) == ["i"]
 
 
 def test_graphql_errors(client: httpx.Client) -> None:
@@ -215,8 +223,90 @@ def test_graphql_errors(client: httpx.Client) -> None:
     assert "nope" in unknown.json()["errors"][0]["message"]
     bad_sub = gql(client, "{ users { password } }")
     assert bad_sub.json()["errors"][0]["code"] == "VALIDATION_ERROR"
+    fragment = gql(client, "{ users { ...F } } fragment F on User { id }")
+    assert fragment.status_code == 200
+    assert fragment.json()["errors"] == [{"message": "Fragments are not supported by this server.",
+                                          "code": "VALIDATION_ERROR",
+                                          "locations": [{"line": 1, "column": 11}]}]
+    empty = gql(client, "{}").json()["errors"][0]
+    assert (empty["code"], empty["locations"]) == ("PARSE_ERROR", [{"line": 1, "column": 2}])
     plain = client.post("/graphql", content="{}", headers={"Content-Type": "text/plain"})
     assert plain.status_code == 415
+
+
+# ---- GraphQL documents and the routing table, in process ---------------------------------
+
+
+@pytest.mark.parametrize(
+    ("query", "operation", "code", "message", "where"),
+    [
+        ("{ users { id ", None, "PARSE_ERROR", "Syntax Error: Expected Name, found <EOF>.",
+         (1, 14)),
+        ("{}", None, "PARSE_ERROR", "Syntax Error: Expected Name, found '}'.", (1, 2)),
+        ("{ users {\n  id\n}\n}\n}", None, "PARSE_ERROR", "Syntax Error: Unexpected '}'.", (5, 1)),
+        ("{ __typename }\ntype Foo { id: ID }", None, "PARSE_ERROR",
+         "Syntax Error: Unexpected Name 'type'.", (2, 1)),
+        ("{ users { ...F } } fragment F on User { id }", None, "VALIDATION_ERROR",
+         "Fragments are not supported by this server.", (1, 11)),
+        ("fragment F on User { id }\n{ users { ...F } }", None, "VALIDATION_ERROR",
+         "Fragments are not supported by this server.", (1, 1)),
+        ("{ users { ... on User { id } } }", None, "VALIDATION_ERROR",
+         "Fragments are not supported by this server.", (1, 11)),
+        ("query A { __typename } query B { __typename }", None, "VALIDATION_ERROR",
+         "Must provide operation name if query contains multiple operations.", None),
+        ("query A { __typename }", "B", "VALIDATION_ERROR", 'Unknown operation named "B".',
+         None),
+    ],
+)
+def test_document_refusals(query: str, operation: str | None, code: str, message: str,
+                           where: tuple[int, int] | None) -> None:
+    with pytest.raises(document.DocumentError) as info:
+        document.parse_operation(query, operation)
+    exc = info.value
+    kind = "PARSE_ERROR" if isinstance(exc, document.QuerySyntaxError) else "VALIDATION_ERROR"
+    assert (kind, str(exc), (exc.line, exc.column) if exc.line else None) == (code, message, where)
+
+
+def test_document_operation_values_and_cost() -> None:
+    op = document.parse_operation(
+        "query Q($n: Int = 3, $c: Boolean!) { u: users(limit: $n, offset: 2) @skip(if: $c) "
+        "{ id name } posts { title author { name } } } query R { __typename }", "Q")
+    fields = document.fields_of(op.selection_set) or []
+    variables = document.with_variable_defaults(op, {"c": False})
+    assert variables == {"c": False, "n": 3}
+    assert [document.response_key(f) for f in fields] == ["u", "posts"]
+    assert document.arguments(fields[0], variables) == {"limit": 3, "offset": 2}
+    assert not document.skipped(fields[0], variables)
+    assert document.skipped(fields[0], {"c": True})
+    assert document.operation_cost(op) == 7  # u, id, name, posts, title, author, name
+
+
+def test_every_url_leads_to_its_route_module(tmp_path: Path) -> None:
+    """The routing table names each URL's handler; its module is the route family's file."""
+    cfg = tmp_path / "routes.toml"
+    cfg.write_text(BASE_CONFIG + "metrics_enabled = true\nadmin_api_enabled = true\n",
+                   encoding="utf-8")
+    settings = load_settings(cfg, {"DATABASE_URL": "postgresql://u@127.0.0.1:1/fraiseql",
+                                   "FRAISEQL_METRICS_TOKEN": METRICS_TOKEN,
+                                   "FRAISEQL_ADMIN_TOKEN": ADMIN_TOKEN})
+    app = App(settings, None)  # the pool is not opened: nothing connects
+    table = {path: {m: f"{h.__module__.rsplit('.', 1)[-1]}.{h.__name__}"
+                    for m, h in methods.items()} for path, methods in app.routes.items()}
+    assert table == {
+        "/health": {"GET": "health.health"},
+        "/readiness": {"GET": "health.readiness"},
+        "/graphql": {"GET": "graphql.get", "POST": "graphql.post"},
+        "/.well-known/openid-configuration": {"GET": "oidc.discovery"},
+        "/.well-known/jwks.json": {"GET": "oidc.jwks"},
+        "/metrics": {"GET": "metrics.text"},
+        "/metrics/json": {"GET": "metrics.json"},
+        "/api/v1/admin/reload-schema": {"POST": "admin.reload_schema"},
+        "/api/v1/admin/cache/clear": {"POST": "admin.cache_clear"},
+        "/api/v1/admin/cache/stats": {"GET": "admin.cache_stats"},
+        "/api/v1/admin/config": {"GET": "admin.config"},
+        "/admin/v1/health/detailed": {"GET": "admin.health_detailed"},
+        "/admin/v1/metrics/summary": {"GET": "admin.metrics_summary"},
+    }
 
 
 # ---- metrics -----------------------------------------------------------------------------
@@ -272,6 +362,7 @@ def test_metrics_names_types_and_movement(client: httpx.Client) -> None:
     assert delta("fraiseql_graphql_queries_total") == 3
     assert delta("fraiseql_graphql_queries_error_total") == 1  # parser appends _total
     assert delta("fraiseql_parse_errors_total") == 1
+    assert delta("fraiseql_graphql_queries_cost_total") == 4  # one per field; cached ones too
     assert delta("fraiseql_cache_hits_total") >= 1
     assert delta("fraiseql_http_requests_total") >= 4
     assert after[("fraiseql_query_duration_seconds_count", (("operation", "users"),))] >= 2

@@ -29,25 +29,32 @@ Beyond the v2 surface, the stand-in also plays the sandbox's OIDC identity provi
 
 Modules, in dependency order (each imports only those above it):
 
-- ``config``: the server config TOML, env overrides and validation (``Settings``).
+- ``logs``: log format and throttling, ``first_line`` for one-line exception messages.
+- ``config``: the server config TOML, env overrides and validation (``Settings``, ``VERSION``).
 - ``metrics``: counters and histograms, the Prometheus text and ``/metrics/json``.
-- ``graphql_parser``: the GraphQL document parser (``parse_document``).
+- ``document``: reading a GraphQL document (graphql-core's parser, the stand-in's rules:
+  no fragments, operation selection, argument values, query cost).
 - ``schema``: the served schema (built-in v_user/v_post, or a compiled schema file).
-- ``guard``: the ``Response`` routes return, and the bearer-token guard with its 429 limiter.
-- ``faults``: fault flags read from ``STATE_DIR/faults.json``.
+- ``guard``: the ``Request`` and ``Response`` of a route, and the bearer-token guard with its
+  429 limiter.
+- ``faults``: fault flags read from ``STATE_DIR/faults.json``; the memory the leak drill holds.
+- ``cache``: the query result cache and the persisted-query (APQ) registry.
 - ``oidc``: the discovery document and JWKS of the sandbox's identity provider.
 - ``database``: the connection pool, the database liveness probe, the connection leak.
-- ``app``: routes, the GraphQL pipeline, the query cache, the admin API and the behaviour
-  faults (``App``).
+- ``executor``: planning and running a GraphQL operation against PostgreSQL.
+- ``routes``: one module per route family, ``handler(app, request) -> Response``:
+  ``health`` (/health, /readiness), ``graphql`` (/graphql), ``metrics`` (/metrics,
+  /metrics/json), ``admin`` (/api/v1/admin/..., /admin/v1/...), ``oidc`` (/.well-known/...).
+- ``app``: ``App``, the shared state, the routing table (URL -> handler) and the bearer guards
+  in front of protected routes; the faults that act outside a request.
 - ``server``: the threading HTTP(S) server, TLS certificate hot-swap, the request handler.
-- ``logs``: log format and throttling.
 - ``cli``: ``main()``, the command line and process lifecycle; ``__main__`` calls it.
 """
 
 from __future__ import annotations
 
-from .app import VERSION, App
+from .app import App
 from .cli import main
-from .config import ConfigError, Settings, load_settings
+from .config import VERSION, ConfigError, Settings, load_settings
 
 __all__ = ["VERSION", "App", "ConfigError", "Settings", "load_settings", "main"]

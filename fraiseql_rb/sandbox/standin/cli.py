@@ -19,9 +19,9 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-from .app import VERSION, App, first_line
-from .config import ConfigError, load_settings
-from .logs import setup_logging
+from .app import App
+from .config import VERSION, ConfigError, load_settings
+from .logs import first_line, setup_logging
 from .server import StandinHTTPServer, TlsContexts
 
 _log = logging.getLogger("fraiseql_standin")

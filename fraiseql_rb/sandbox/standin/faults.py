@@ -1,5 +1,6 @@
 """Fault flags the sandbox drops into --state-dir (``faults.json``), read cheaply: one stat
-per request, parsed again only when the file changes.
+per request, parsed again only when the file changes; and ``MemoryLeak``, the memory the
+``memory-leak`` drill holds.
 
 Each flag is ``name: {settings}``; the stand-in acts on these (anything else is ignored):
 
@@ -17,11 +18,17 @@ Each flag is ``name: {settings}``; the stand-in acts on these (anything else is 
 
 from __future__ import annotations
 
+import contextlib
+import ctypes
+import ctypes.util
 import json
 import logging
+import os
 import threading
 from pathlib import Path
 from typing import Any
+
+MAX_LEAK_BYTES = 4 << 30  # the memory-leak drill must never take the host down
 
 _log = logging.getLogger("fraiseql_standin")
 
@@ -73,3 +80,55 @@ def int_setting(settings: Any, key: str, default: int, low: int, high: int) -> i
     if not isinstance(value, int) or isinstance(value, bool):
         value = default
     return max(low, min(high, value))
+
+
+class MemoryLeak:
+    """The ``memory-leak`` drill: a chunk of memory kept per request while the flag is set.
+
+    Growth stops at a cap (the setting ``max_bytes``, else a quarter of the memory available
+    when the leak starts, at most 4 GiB): a drill left on must not take the host down.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._chunks: list[bytearray] = []
+        self._bytes = 0
+        self._cap: int | None = None
+
+    def grow(self, flag: dict[str, Any]) -> None:
+        """Keep one more chunk (``bytes_per_request``, default 1 MiB) unless the cap is hit."""
+        size = int_setting(flag, "bytes_per_request", 1 << 20, 1, 64 << 20)
+        with self._lock:
+            if self._cap is None:
+                self._cap = int_setting(flag, "max_bytes", _default_leak_cap(), 0,
+                                        MAX_LEAK_BYTES)
+            if self._bytes + size <= self._cap:
+                self._chunks.append(bytearray(b"\xa5") * size)  # written, so it is resident
+                self._bytes += size
+
+    def release(self) -> None:
+        """Drop the chunks and hand the pages back to the OS (glibc keeps them else)."""
+        with self._lock:
+            if not self._chunks and self._cap is None:
+                return
+            self._chunks.clear()
+            self._bytes, self._cap = 0, None
+        _malloc_trim()
+
+
+def _default_leak_cap() -> int:
+    """A quarter of MemAvailable (Linux), else 1 GiB; never above MAX_LEAK_BYTES."""
+    with contextlib.suppress(OSError, ValueError, IndexError):
+        for line in Path("/proc/meminfo").read_text(encoding="ascii").splitlines():
+            if line.startswith("MemAvailable:"):
+                return min(MAX_LEAK_BYTES, int(line.split()[1]) * 1024 // 4)
+    return 1 << 30
+
+
+def _malloc_trim() -> None:
+    """Return freed heap pages to the OS (glibc only; elsewhere freeing is enough)."""
+    if os.name != "posix":
+        return
+    with contextlib.suppress(OSError, AttributeError):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.malloc_trim(0)

@@ -1,7 +1,7 @@
-"""The Response a route returns, and bearer auth with the per-peer brute-force guard
-(middleware/auth.rs: bearer_auth_middleware, FailureLimiter). Missing/malformed header: 401;
-wrong token: 403 "Invalid token"; the max_failures-th wrong token from one peer within 60 s
-and everything after it: 429.
+"""The Request a route reads and the Response it returns, and bearer auth with the per-peer
+brute-force guard (middleware/auth.rs: bearer_auth_middleware, FailureLimiter).
+Missing/malformed header: 401; wrong token: 403 "Invalid token"; the max_failures-th wrong
+token from one peer within 60 s and everything after it: 429.
 """
 
 from __future__ import annotations
@@ -10,12 +10,25 @@ import hmac
 import json
 import threading
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
 AUTH_WINDOW_SECS = 60  # middleware/auth.rs: ADMIN_AUTH_WINDOW_SECS
 JSON_TYPE = "application/json"
 TEXT_TYPE = "text/plain; charset=utf-8"
+
+
+@dataclass
+class Request:
+    """The parts of an HTTP request the routes look at."""
+
+    method: str
+    path: str
+    query: str
+    headers: Mapping[str, str]
+    body: bytes
+    peer: str
 
 
 @dataclass

@@ -1,5 +1,5 @@
 """Logging: one line per record on stderr, UTC timestamps, pool reconnection warnings
-throttled so a database outage cannot flood the log.
+throttled so a database outage cannot flood the log; `first_line` keeps an exception to one.
 """
 
 from __future__ import annotations
@@ -52,3 +52,10 @@ def setup_logging() -> None:
     root.setLevel(logging.WARNING)
     logging.getLogger("psycopg.pool").addFilter(_Throttle())
     _log.setLevel(logging.INFO)
+
+
+def first_line(exc: BaseException) -> str:
+    """The first line of an exception's message (its type when it has none): log lines and
+    error messages stay one line even when psycopg or ssl explain at length."""
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__

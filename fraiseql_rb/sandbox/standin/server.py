@@ -12,9 +12,10 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 from urllib.parse import urlsplit
 
-from .app import App, Request, first_line
+from .app import App
 from .config import TlsSettings
-from .guard import Response
+from .guard import Request, Response
+from .logs import first_line
 
 _log = logging.getLogger("fraiseql_standin")
 
