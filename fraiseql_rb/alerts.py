@@ -246,12 +246,12 @@ def check_rules_can_fire(ctx: RunContext, rules_path: str | None = None) -> Find
     never = sorted({p.rule for p in problems if p.kind == alert_lint.NEVER_EXPORTED})
     evidence = {"rules_file": str(path), "problems": len(problems), "cannot_fire": never}
     if not problems:
-        return ctx.record("alerts.lint", Status.OK,
+        return ctx.result(Status.OK,
                           f"every rule in {path.name} names metrics that exist here", evidence)
     status = Status.WARNING
     summary = f"{len(problems)} problem(s) in {path.name}"
     if never:
         summary += f"; these rules can never fire here: {', '.join(never)}"
-    return ctx.record("alerts.lint", status, summary, evidence,
+    return ctx.result(status, summary, evidence,
                       "export the missing series (e.g. run postgres_exporter or "
                       "process-exporter) or fix the rules as suggested", table=table)

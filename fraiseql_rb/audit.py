@@ -637,7 +637,7 @@ def index_check(ctx: RunContext) -> Finding:
     """Does the index the audit queries use exist? Without it every count scans the table."""
     src = source(ctx)
     if not src.is_table:
-        return ctx.record("audit.index", Status.INFO,
+        return ctx.result(Status.INFO,
                           "the audit source is JSON-lines files: no index applies",
                           {"source": src.label})
     with connect(ctx) as conn:
@@ -646,17 +646,17 @@ def index_check(ctx: RunContext) -> Finding:
                 "invalid_indexes": st.invalid, "estimated_rows": st.estimated_rows,
                 "columns": list(INDEX_COLUMNS), "statement": st.statement}
     if not st.exists:
-        return ctx.record("audit.index", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"the audit table {st.table} does not exist in this database",
                           evidence, "check audit_source in the inventory and that the server "
                                     "logs audit events to PostgreSQL")
     if st.index:
-        return ctx.record("audit.index", Status.OK,
+        return ctx.result(Status.OK,
                           f"{st.table} has the index the audit queries use ({st.index} on "
                           "event_type, timestamp)", evidence)
     broken = (f"; {', '.join(st.invalid)} is INVALID (a failed concurrent build): drop it "
               "first" if st.invalid else "")
-    return ctx.record("audit.index", Status.WARNING,
+    return ctx.result(Status.WARNING,
                       f"{st.table} (about {st.estimated_rows or 0:,} rows) has no index on "
                       f"(event_type, timestamp): every security count scans the whole "
                       f"table{broken}", evidence,
@@ -693,13 +693,13 @@ def check_source(ctx: RunContext, kinds: Iterable[str] | None = None) -> list[Fi
             st = index_status(conn, src)
         evidence.update({"table": st.table, "estimated_rows": st.estimated_rows})
         if not st.exists:
-            found = ctx.record("audit.source", Status.CRITICAL,
+            found = ctx.result(Status.CRITICAL,
                                f"the audit table {st.table} does not exist: no security "
                                "event can be counted", evidence,
                                "point audit_source at the table the server writes (table, "
                                "v2_table or jsonl:PATH), or enable audit logging to PostgreSQL")
             return [found]
-        found = ctx.record("audit.source", Status.OK,
+        found = ctx.result(Status.OK,
                            f"audit events read from the {src.kind} {st.table} (about "
                            f"{st.estimated_rows or 0:,} rows)", evidence, table=table)
     else:
@@ -708,11 +708,11 @@ def check_source(ctx: RunContext, kinds: Iterable[str] | None = None) -> list[Fi
                          "file_count": len(files),
                          "bytes": sum(f.stat().st_size for f in files)})
         if not files:
-            return [ctx.record("audit.source", Status.CRITICAL,
+            return [ctx.result(Status.CRITICAL,
                                f"no JSON-lines audit file matches {src.pattern}", evidence,
                                "check audit_source (jsonl:PATH) and where the server's JSON "
                                "logs are written")]
-        found = ctx.record("audit.source", Status.OK,
+        found = ctx.result(Status.OK,
                            f"audit events streamed from {len(files)} JSON-lines file(s) "
                            f"matching {src.pattern}", evidence, table=table)
     out = [found]

@@ -29,7 +29,7 @@ def check_recent_dump(ctx: RunContext,
     """§5.1 "Full backup (daily, 02:00 UTC)" and "Verify backups: pg_restore --list"."""
     directory = ctx.target.get("backup_dir")
     if not directory:
-        return ctx.record("backup.recent_dump", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "the target names no backup_dir, so backups cannot be checked", {},
                           "add backup_dir to the inventory")
     base = Path(directory)
@@ -39,7 +39,7 @@ def check_recent_dump(ctx: RunContext,
                            "age_hours": round((time.time() - p.stat().st_mtime) / 3600, 1)}
                           for p in dumps[:10]])
     if not dumps:
-        return ctx.record("backup.recent_dump", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"no dump in {base}", {"backup_dir": str(base)},
                           "run the daily pg_dump (§5.1) and check the cron job")
     newest = dumps[0]
@@ -54,15 +54,15 @@ def check_recent_dump(ctx: RunContext,
                 "max_age_hours": max_age_hours}
     if listing.returncode != 0:
         reason = (listing.stderr.strip().splitlines() or ["unreadable"])[-1]
-        return ctx.record("backup.recent_dump", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"the newest dump {newest.name} is not readable by pg_restore: "
                           f"{reason}", evidence,
                           "use pg_dump -Fc (custom format): the runbook's plain .sql dump "
                           "cannot be verified with pg_restore --list", table=table)
     if age_h > max_age_hours:
-        return ctx.record("backup.recent_dump", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"the newest dump is {age_h:.0f} h old (over {max_age_hours:g} h)",
                           evidence, "check the backup cron job and its log", table=table)
-    return ctx.record("backup.recent_dump", Status.OK,
+    return ctx.result(Status.OK,
                       f"{newest.name}: {age_h:.1f} h old, {entries} entries readable by "
                       "pg_restore", evidence, table=table)

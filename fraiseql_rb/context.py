@@ -41,6 +41,9 @@ class RunContext:
     # Endpoints that hung in this run: later probes of them are skipped (see reachability).
     unresponsive: reachability.Unresponsive = field(default_factory=reachability.Unresponsive,
                                                     repr=False)
+    # The checks running now, innermost last (set by `check`): `result` records under it, so
+    # a check's name is written once, in its decorator (as Barman's running_check).
+    running: list[str] = field(default_factory=list, repr=False)
 
     def __post_init__(self) -> None:
         reachability.activate(self.unresponsive)
@@ -72,6 +75,15 @@ class RunContext:
     def latest(self, check: str) -> Finding | None:
         """The most recent finding of `check` in this run (what a later step builds on)."""
         return self.log.latest(check)
+
+    def result(self, status: Status | str, summary: str,
+               evidence: dict[str, Any] | None = None, remediation: str | None = None,
+               table: Any = None, resolves: tuple[str, ...] = ()) -> Finding:
+        """Record the verdict of the running check (see `check`) under its own name."""
+        if not self.running:
+            raise RuntimeError("result() outside a @check function: use record(name, ...)")
+        return self.record(self.running[-1], status, summary, evidence, remediation, table,
+                           resolves=resolves)
 
     def record_skipped(self, check: str, timeout: reachability.Timeout) -> Finding:
         """`check` was not run because its endpoint already hung in this run: unknown."""
@@ -148,7 +160,8 @@ def check(name: str) -> Callable[[Callable[P, R]], Callable[P, R | Finding]]:
     """Make a check total: if it cannot run, that is an `unknown` finding, not a crash.
 
     The wrapped function takes the RunContext first and returns what it recorded (a Finding,
-    or a list of them for checks with several aspects).
+    or a list of them for checks with several aspects). While it runs, `ctx.result(...)`
+    records under `name`, so the name is written here only.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R | Finding]:
@@ -156,10 +169,13 @@ def check(name: str) -> Callable[[Callable[P, R]], Callable[P, R | Finding]]:
         def wrapper(*args: P.args, **kwargs: P.kwargs) -> R | Finding:
             ctx = args[0]
             assert isinstance(ctx, RunContext)
+            ctx.running.append(name)
             try:
                 return func(*args, **kwargs)
             except Exception as exc:  # noqa: BLE001 - any failure means "could not check"
                 return ctx.could_not_run(name, exc)
+            finally:
+                ctx.running.pop()
 
         return wrapper
 

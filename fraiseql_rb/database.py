@@ -20,14 +20,14 @@ def check_reachable(ctx: RunContext) -> Finding:
     except postgres.ConnectionSkipped as exc:
         return ctx.record_skipped("database.reachable", exc.timeout)
     except postgres.ConnectionFailed as exc:
-        return ctx.record("database.reachable", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"cannot connect to PostgreSQL as the application role: {exc}",
                           {"database": postgres.url_database(url), "error": str(exc)},
                           "run the database-unavailable playbook")
     evidence = {"database": info.database, "user": info.user, "connect_ms": info.connect_ms,
                 "ssl": info.ssl, "connections": info.connections,
                 "max_connections": info.max_connections}
-    return ctx.record("database.reachable", Status.OK,
+    return ctx.result(Status.OK,
                       f"connected to {info.database} as {info.user} in {info.connect_ms} ms"
                       f"{' over TLS' if info.ssl else ''}", evidence)
 
@@ -41,14 +41,14 @@ def check_version(ctx: RunContext,
     evidence = {"version": info.version, "major": info.major, "minimum": minimum,
                 "recommended": recommended}
     if info.major < minimum:
-        return ctx.record("database.version", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"PostgreSQL {info.major} is below the supported {minimum}", evidence,
                           "upgrade PostgreSQL before deploying FraiseQL")
     if info.major < recommended:
-        return ctx.record("database.version", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"PostgreSQL {info.major}: SCRAM-SHA-256-PLUS needs {recommended}+",
                           evidence, "plan an upgrade to PostgreSQL 11 or later")
-    return ctx.record("database.version", Status.OK, f"PostgreSQL {info.major}", evidence)
+    return ctx.result(Status.OK, f"PostgreSQL {info.major}", evidence)
 
 
 @check("database.role_grants")
@@ -68,17 +68,17 @@ def check_role_grants(ctx: RunContext) -> Finding:
         lacking = [name for name, ok in (("CONNECT on the database", grants["can_connect"]),
                                          ("USAGE on schema public", grants["schema_usage"]))
                    if not ok]
-        return ctx.record("database.role_grants", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"role {role} lacks {' and '.join(lacking)}", evidence,
                           "apply the grants of runbook §2.1 step 1", table=table)
     if missing:
         tables = sorted({m["table"] for m in missing})
-        return ctx.record("database.role_grants", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"role {role} lacks {len(missing)} table privileges on "
                           f"{len(tables)} tables", evidence | {"tables_affected": tables[:20]},
                           "GRANT ALL ON ALL TABLES IN SCHEMA public TO the role (§2.1 step 1)",
                           table=table)
-    return ctx.record("database.role_grants", Status.OK,
+    return ctx.result(Status.OK,
                       f"role {role} has CONNECT, USAGE on public and ALL on "
                       f"{grants['tables']} tables", evidence)
 
@@ -97,12 +97,12 @@ def check_password_encryption(ctx: RunContext) -> Finding:
         value = postgres.one(conn, postgres.PASSWORD_ENCRYPTION_SQL)["value"]
     evidence = {"password_encryption": value}
     if value != "scram-sha-256":
-        return ctx.record("database.password_encryption", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"password_encryption is {value}: new passwords are not stored as "
                           "SCRAM-SHA-256 (§1.1)", evidence,
                           "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; reload; "
                           "then reset every login role's password")
-    return ctx.record("database.password_encryption", Status.OK,
+    return ctx.result(Status.OK,
                       "password_encryption is scram-sha-256", evidence)
 
 
@@ -111,7 +111,7 @@ def check_role_passwords(ctx: RunContext) -> Finding:
     """Login roles whose stored password is not SCRAM (needs `admin_database_url`)."""
     url = _admin_url(ctx)
     if url is None:
-        return ctx.record("database.role_passwords", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "not checked: reading stored passwords needs a privileged "
                           "connection, and the target has no admin_database_url", {},
                           "add admin_database_url (with admin_database_password_env/_file)")
@@ -121,12 +121,12 @@ def check_role_passwords(ctx: RunContext) -> Finding:
     table = pd.DataFrame(found)
     evidence = {"login_roles": len(found), "not_scram": [r["role"] for r in weak]}
     if weak:
-        return ctx.record("database.role_passwords", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"{len(weak)} login role(s) with a non-SCRAM password: "
                           + ", ".join(f"{r['role']} ({r['stored_as']})" for r in weak),
                           evidence, "with password_encryption=scram-sha-256, reset each "
                           "listed role's password (\\password in psql)", table=table)
-    return ctx.record("database.role_passwords", Status.OK,
+    return ctx.result(Status.OK,
                       f"all {len(found)} login roles use SCRAM-SHA-256 or no password",
                       evidence, table=table)
 
@@ -139,7 +139,7 @@ def check_hba(ctx: RunContext) -> Finding:
     """pg_hba.conf: trust or cleartext password on host lines is critical, md5 a warning."""
     url = _admin_url(ctx)
     if url is None:
-        return ctx.record("database.hba", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "not checked: pg_hba_file_rules needs a privileged connection, and "
                           "the target has no admin_database_url", {},
                           "add admin_database_url to the inventory")
@@ -157,12 +157,12 @@ def check_hba(ctx: RunContext) -> Finding:
     table = pd.DataFrame(rules).drop(columns=["netmask"], errors="ignore")
     evidence = {"rules": len(rules), "problems": [text for _, _, text in problems]}
     if not problems:
-        return ctx.record("database.hba", Status.OK,
+        return ctx.result(Status.OK,
                           f"{len(rules)} pg_hba rules, none with trust, password or md5 on "
                           "network lines", evidence, table=table)
     status = Status.CRITICAL if any(s is Status.CRITICAL for s, _, _ in problems) else \
         Status.WARNING
-    return ctx.record("database.hba", status, "; ".join(text for _, _, text in problems),
+    return ctx.result(status, "; ".join(text for _, _, text in problems),
                       evidence, "use scram-sha-256 on every host line of pg_hba.conf, fix "
                       "rejected lines, then reload", table=table)
 
@@ -175,9 +175,9 @@ def check_database_exists(ctx: RunContext) -> Finding:
     with postgres.connect(_admin_url(ctx) or url) as conn:
         found = postgres.rows(conn, postgres.DATABASE_EXISTS_SQL, {"name": name})
     if found:
-        return ctx.record("database.exists", Status.OK, f"database {name} exists",
+        return ctx.result(Status.OK, f"database {name} exists",
                           {"database": name})
-    return ctx.record("database.exists", Status.CRITICAL, f"database {name} does not exist",
+    return ctx.result(Status.CRITICAL, f"database {name} does not exist",
                       {"database": name}, "create it (§2.1 step 1) or fix database_url")
 
 
@@ -188,22 +188,22 @@ def check_wal_archiving(ctx: RunContext) -> Finding:
         row = postgres.one(conn, postgres.ARCHIVING_SQL)
     evidence = dict(row)
     if row["archive_mode"] not in ("on", "always"):
-        return ctx.record("database.wal_archiving", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"archive_mode is {row['archive_mode']}: no continuous WAL archive, "
                           "so point-in-time recovery is impossible (§5.1)", evidence,
                           "set archive_mode=on and archive_command (needs a restart)")
     if not row["archive_command"] or row["archive_command"] == "(disabled)":
-        return ctx.record("database.wal_archiving", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           "archive_mode is on but archive_command is empty: WAL piles up "
                           "in pg_wal", evidence, "set archive_command (§5.1) and reload")
     failed_at, archived_at = row["last_failed_time"], row["last_archived_time"]
     if failed_at and (archived_at is None or failed_at > archived_at):
-        return ctx.record("database.wal_archiving", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"archiving is failing: last failure {row['last_failed_wal']} at "
                           f"{failed_at:%Y-%m-%d %H:%M:%S}Z, {row['failed_count']} failures",
                           evidence, "read the PostgreSQL log for archive_command errors; "
                           "check the archive directory's space and permissions")
-    return ctx.record("database.wal_archiving", Status.OK,
+    return ctx.result(Status.OK,
                       f"archiving on, {row['archived_count']} segments archived, "
                       f"{row['failed_count']} failures", evidence)
 
@@ -218,13 +218,13 @@ def check_replication(ctx: RunContext) -> Finding:
     table = pd.DataFrame(replicas) if replicas else None
     streaming = [r for r in replicas if r["state"] == "streaming"]
     if streaming:
-        return ctx.record("database.replication", Status.OK,
+        return ctx.result(Status.OK,
                           f"{len(streaming)} replica(s) streaming", evidence, table=table)
     if ha:
-        return ctx.record("database.replication", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           "the target is HA but no replica is streaming from this primary",
                           evidence, "check the replica's primary_conninfo and its log",
                           table=table)
-    return ctx.record("database.replication", Status.INFO,
+    return ctx.result(Status.INFO,
                       "no streaming replica (the target is not marked HA; §1.1 recommends "
                       "one for production)", evidence)

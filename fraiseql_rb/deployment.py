@@ -43,9 +43,9 @@ def check_instances(ctx: RunContext, table: pd.DataFrame) -> Finding:
     bad = table[table["verdict"] != "ok"]
     evidence = {"instances": len(table), "unhealthy": bad["instance"].tolist()}
     if len(bad) == 0:
-        return ctx.record("deploy.instances", Status.OK,
+        return ctx.result(Status.OK,
                           f"all {len(table)} instances healthy", evidence, table=table)
-    return ctx.record("deploy.instances", Status.CRITICAL,
+    return ctx.result(Status.CRITICAL,
                       f"{len(bad)} of {len(table)} instances not healthy: "
                       + "; ".join(f"{r.instance}: {r.detail}" for r in bad.itertuples()),
                       evidence, "keep them out of the load balancer; run service-down on each",
@@ -60,17 +60,17 @@ def check_consistency(ctx: RunContext, table: pd.DataFrame) -> Finding:
     hashes = sorted({h for h in answering["schema_hash"] if h})
     evidence = {"versions": versions, "schema_hashes": hashes, "answering": len(answering)}
     if answering.empty:
-        return ctx.record("deploy.consistency", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "no instance answered, so versions cannot be compared", evidence)
     if len(hashes) > 1:
-        return ctx.record("deploy.consistency", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"instances serve {len(hashes)} different schemas", evidence,
                           "finish or roll back the deployment so every instance has one schema")
     if len(versions) > 1:
-        return ctx.record("deploy.consistency", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"instances run {len(versions)} versions: {', '.join(versions)}",
                           evidence, "finish the rollout (or roll back) to a single version")
-    return ctx.record("deploy.consistency", Status.OK,
+    return ctx.result(Status.OK,
                       f"{len(answering)} instances on version {versions[0]}"
                       + (f", schema {hashes[0][:12]}…" if hashes else ""), evidence)
 
@@ -103,11 +103,11 @@ def check_pool_capacity(ctx: RunContext, table: pd.DataFrame,
                f"{available} available (max_connections {info.max_connections} less "
                f"{info.reserved_connections} reserved)")
     if total > available:
-        return ctx.record("database.pool_capacity", Status.CRITICAL, summary, evidence,
+        return ctx.result(Status.CRITICAL, summary, evidence,
                           "lower pool_max_size or raise max_connections: at full load "
                           "connections will be refused")
     if total > warning_fraction * available:
-        return ctx.record("database.pool_capacity", Status.WARNING, summary, evidence,
+        return ctx.result(Status.WARNING, summary, evidence,
                           f"pools exceed {warning_fraction:.0%} of capacity (§6.1); leave "
                           "headroom for maintenance and other clients")
-    return ctx.record("database.pool_capacity", Status.OK, summary, evidence)
+    return ctx.result(Status.OK, summary, evidence)

@@ -103,7 +103,7 @@ def check_sizing(ctx: RunContext, *, min_cpus: float = thresholds.HOST_CPUS.crit
     """§1.1: minimum 2 vCPU / 4 GB (critical below), recommended 4 vCPU / 8 GB."""
     url = ctx.target.fraiseql_url
     if not is_local(url):
-        return ctx.record("host.sizing", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"the FraiseQL host ({urlsplit(url).hostname}) is not this machine, "
                           "so its CPUs and memory cannot be read from here",
                           {"fraiseql_url": url},
@@ -117,15 +117,15 @@ def check_sizing(ctx: RunContext, *, min_cpus: float = thresholds.HOST_CPUS.crit
                 "recommended": f"{recommended_cpus:g} vCPU / {recommended_memory_gb:g} GB"}
     summary = f"{host.cpus:g} vCPU and {memory_gb:.1f} GB"
     if host.cpus < min_cpus or memory_gb < min_memory_gb:
-        return ctx.record("host.sizing", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"{summary}: below the §1.1 minimum of {min_cpus:g} vCPU / "
                           f"{min_memory_gb:g} GB", evidence, "move to a larger instance")
     if host.cpus < recommended_cpus or memory_gb < recommended_memory_gb:
-        return ctx.record("host.sizing", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"{summary}: meets the minimum, below the recommended "
                           f"{recommended_cpus:g} vCPU / {recommended_memory_gb:g} GB", evidence,
                           "size up for production load (§1.1 recommended)")
-    return ctx.record("host.sizing", Status.OK, f"{summary}: at or above the recommended size",
+    return ctx.result(Status.OK, f"{summary}: at or above the recommended size",
                       evidence)
 
 
@@ -159,9 +159,9 @@ def check_disk(ctx: RunContext, paths: list[str] | None = None, *,
     summary = (f"fullest filesystem ({worst['path']}) is {worst['used_fraction']:.0%} used, "
                f"{worst['free_gb']} GB free")
     if worst["used_fraction"] > critical_fraction:
-        return ctx.record("host.disk", Status.CRITICAL, summary, evidence,
+        return ctx.result(Status.CRITICAL, summary, evidence,
                           "free space now: old backups, WAL archive, logs", table=table)
     if worst["used_fraction"] > warning_fraction:
-        return ctx.record("host.disk", Status.WARNING, summary, evidence,
+        return ctx.result(Status.WARNING, summary, evidence,
                           "plan more disk (§6.1: > 80 % used)", table=table)
-    return ctx.record("host.disk", Status.OK, summary, evidence, table=table)
+    return ctx.result(Status.OK, summary, evidence, table=table)

@@ -87,12 +87,12 @@ def check_error_redaction(ctx: RunContext) -> Finding:
     has no such key: the setting is compiled from fraiseql.toml, so a person confirms it."""
     path = preflight.config_path(ctx)
     if not path or not Path(path).is_file():
-        return ctx.record("config.error_redaction", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "no config file to read error redaction from", {"config_path": path},
                           "set config_path for the target in the inventory")
     doc = config.load(path)
     if doc.error is not None:
-        return ctx.record("config.error_redaction", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"the config file cannot be parsed: {doc.error.message}",
                           {"config_path": path}, "run validate-config on it")
     fmt = config.detect(doc.data).format
@@ -100,8 +100,7 @@ def check_error_redaction(ctx: RunContext) -> Finding:
     key = next((k for k in config.TABLES[fmt].values() if k.role == "error_redaction"), None)
     evidence = {"config_path": path, "format": str(fmt), "key": key.display if key else None}
     if key is None:
-        return ctx.record(
-            "config.error_redaction", Status.INFO,
+        return ctx.result(Status.INFO,
             "the v2 server config has no error-redaction switch: it is compiled from "
             "fraiseql.toml [fraiseql.security.error_sanitization] enabled (on by default); "
             "confirm it there", evidence,
@@ -111,9 +110,9 @@ def check_error_redaction(ctx: RunContext) -> Finding:
     where = f"{key.display} = {str(value).lower()}" if "error_redaction" in settings else (
         f"{key.display} not set (default {key.default})")
     if value is True:
-        return ctx.record("config.error_redaction", Status.OK,
+        return ctx.result(Status.OK,
                           f"error redaction is on ({where})", evidence)
-    return ctx.record("config.error_redaction", Status.WARNING,
+    return ctx.result(Status.WARNING,
                       f"error redaction is not on ({where}): errors may show SQL, table "
                       "names or stack details to clients", evidence,
                       f"set {key.display} = true")
@@ -130,10 +129,10 @@ def check_audit_recent(ctx: RunContext, end: datetime | None = None) -> Finding:
     evidence = {"window": [isoformat(start), isoformat(end)], "counts": by_kind,
                 "source": audit.source(ctx).label}
     if total:
-        return ctx.record("audit.recent", Status.OK,
+        return ctx.result(Status.OK,
                           f"the audit log is being written: {total:,} security events in the "
                           "last 7 days", evidence)
-    return ctx.record("audit.recent", Status.WARNING,
+    return ctx.result(Status.WARNING,
                       "no security event recorded in the last 7 days: confirm audit logging "
                       "is on and writes where audit_source points", evidence,
                       "enable audit logging (fraiseql.toml [fraiseql.security.audit_logging] "

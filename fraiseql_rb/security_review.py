@@ -381,7 +381,7 @@ def check_rate_limited(ctx: RunContext, start: datetime, end: datetime, *,
         "top_users": [{"user": r["user"], "this_week": r["this week"],
                        "previous_week": r["previous week"]} for r in table.to_dict("records")]}
     if coverage == "none":
-        return ctx.record("security.rate_limited", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"rate-limit events cannot be counted from this audit source: "
                           f"{note}", evidence, table=table)
     rising = [r for r in table.to_dict("records") if r["user"] is not None
@@ -397,7 +397,7 @@ def check_rate_limited(ctx: RunContext, start: datetime, end: datetime, *,
     if total_rose or rising:
         named = ", ".join(f"{r['user']} ({r['previous week']:,} -> {r['this week']:,})"
                           for r in rising) or "no single user: spread over many"
-        return ctx.record("security.rate_limited", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"{what}: more than {growth:g}x the previous week; rising: {named}"
                           f"{caveat}", evidence,
                           "look at what these users sent (server log, by user): a script or "
@@ -407,7 +407,7 @@ def check_rate_limited(ctx: RunContext, start: datetime, end: datetime, *,
     top = table.iloc[0] if not table.empty else None
     lead = (f"; most: {top['user'] or '(no user)'} ({int(top['this week']):,})"
             if top is not None and top["this week"] else "")
-    return ctx.record("security.rate_limited", Status.OK,
+    return ctx.result(Status.OK,
                       f"{what}: no rise beyond {growth:g}x the previous week{lead}{caveat}",
                       evidence, table=table)
 
@@ -851,7 +851,7 @@ def check_month_totals(ctx: RunContext, label: str, start: datetime, end: dateti
                 "totals": by_kind, "security_events": security, "all_events": everything,
                 "source": src.label}
     if not security and not everything:
-        return ctx.record("security.monthly_totals", Status.INFO,
+        return ctx.result(Status.INFO,
                    f"no audit events at all in {label} {audit.describe_window(start, end)}: "
                    "nothing to total or review for this month (before audit logging "
                    "began, or rotated out of the audit table); the compliance checks "
@@ -859,7 +859,7 @@ def check_month_totals(ctx: RunContext, label: str, start: datetime, end: dateti
                                                                     "no_data": True},
                    table=table)
     every = f" among {everything:,} audit events of every type" if everything else ""
-    return ctx.record("security.monthly_totals", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"{label}: {security:,} security events{every}: "
                       + ", ".join(f"{n:,} {_label(k)}" for k, n in by_kind.items()),
                       {**evidence, "no_data": False}, table=table)
@@ -884,14 +884,14 @@ def check_access_review(ctx: RunContext, label: str, start: datetime, end: datet
                 "top_outside_users": review.outside_users.to_dict("records"),
                 "top_outside_ips": review.outside_ips.to_dict("records")}
     if not t["events"]:
-        ctx.record("security.access_review", Status.INFO,
+        ctx.result(Status.INFO,
                    f"no audit events in {label}: no access to review", evidence,
                    table=review.table())
         return review
     busiest = review.by_user.iloc[0] if not review.by_user.empty else None
     lead = (f"; busiest user {busiest['user'] or '(none)'} ({int(busiest['events']):,} "
             f"events from {int(busiest['ips'])} address(es))" if busiest is not None else "")
-    ctx.record("security.access_review", Status.INFO,
+    ctx.result(Status.INFO,
                f"{t['events']:,} audit events in {label} from {t['users']:,} users and "
                f"{t['ips']:,} addresses; {t['outside_hours']:,} ({share:.1%}) outside working "
                f"hours ({work.describe()}){lead}", evidence, table=review.table())
@@ -911,13 +911,13 @@ def check_new_addresses(ctx: RunContext, label: str, start: datetime, end: datet
     evidence = {"month": label, "new_addresses": new, "month_addresses": seen,
                 "top": table.to_dict("records")}
     if not new:
-        return ctx.record("security.new_addresses", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"no address first seen in {label} ({seen:,} addresses, all seen "
                           f"before)" if seen else f"no client address at all in {label}",
                           evidence, table=table)
     named = ", ".join(f"{r['ip']} ({int(r['events']):,})" for r in table.head(5).to_dict(
         "records"))
-    return ctx.record("security.new_addresses", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"{new:,} of the {seen:,} addresses of {label} were never seen before; "
                       f"busiest: {named}", evidence,
                       "confirm each busy new address belongs to a known client; block the "

@@ -156,7 +156,7 @@ def check_health(ctx: RunContext) -> Finding:
         if not p.reachable else "run the database-unavailable playbook",
         Status.WARNING: "inspect the degraded component in the health fields below",
     }.get(status)
-    return ctx.record("service.health", status, summary, evidence, remediation,
+    return ctx.result(status, summary, evidence, remediation,
                       table=explain_health(body) if body else None)
 
 
@@ -171,12 +171,12 @@ def check_readiness(ctx: RunContext) -> Finding:
     evidence = {"http_status": p.status_code, "status": body.get("status"),
                 "reason": body.get("reason"), "elapsed_ms": p.elapsed_ms, "error": p.error}
     if not p.reachable:
-        return ctx.record("service.readiness", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"no answer from /readiness: {p.error}", evidence,
                           "run the service-down playbook")
     if p.status_code == 200 and body.get("status") == "ready":
-        return ctx.record("service.readiness", Status.OK, "ready to take traffic", evidence)
-    return ctx.record("service.readiness", Status.CRITICAL,
+        return ctx.result(Status.OK, "ready to take traffic", evidence)
+    return ctx.result(Status.CRITICAL,
                       f"not ready: {body.get('reason') or f'HTTP {p.status_code}'}", evidence,
                       "keep it out of the load balancer until ready; check the database")
 
@@ -236,12 +236,12 @@ def check_graphql(ctx: RunContext) -> Finding:
                 "elapsed_ms": p.elapsed_ms, "response": body or p.error}
     typename = (body.get("data") or {}).get("__typename") if body else None
     if typename:
-        return ctx.record("graphql.probe", Status.OK,
+        return ctx.result(Status.OK,
                           f"GraphQL answers: __typename = {typename} in {p.elapsed_ms} ms",
                           evidence)
     summary = (f"GraphQL endpoint unreachable: {p.error}" if not p.reachable
                else f"GraphQL did not answer {TYPENAME_QUERY}: HTTP {p.status_code}")
-    return ctx.record("graphql.probe", Status.CRITICAL, summary, evidence,
+    return ctx.result(Status.CRITICAL, summary, evidence,
                       "check the server log (logs_command) for GraphQL errors")
 
 
@@ -257,12 +257,12 @@ def check_introspection(ctx: RunContext) -> Finding:
     evidence = {"http_status": p.status_code, "elapsed_ms": p.elapsed_ms}
     if types:
         evidence["type_count"] = len(types)
-        return ctx.record("graphql.introspection", Status.OK,
+        return ctx.result(Status.OK,
                           f"introspection allowed: {len(types)} types", evidence,
                           table=pd.DataFrame({"type": [t.get("name") for t in types]}))
     errors = body.get("errors") if body else None
     evidence["errors"] = errors or p.error
-    return ctx.record("graphql.introspection", Status.INFO,
+    return ctx.result(Status.INFO,
                       "introspection refused, as on a default v2 server "
                       "(introspection_enabled=false)", evidence)
 
@@ -299,31 +299,31 @@ def check_metrics_endpoint(ctx: RunContext) -> Finding:
     evidence: dict[str, Any] = {"url": p.url, "http_status": p.status_code,
                                 "elapsed_ms": p.elapsed_ms, "token_configured": has_token}
     if not p.reachable:
-        return ctx.record("metrics.endpoint", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"metrics endpoint unreachable: {p.error}", evidence,
                           "run the service-down playbook")
     if p.status_code == 404:
-        return ctx.record("metrics.endpoint", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           "metrics are not mounted (v2 needs metrics_enabled=true and a "
                           "metrics_token)", evidence,
                           "set FRAISEQL_METRICS_ENABLED=true and FRAISEQL_METRICS_TOKEN")
     if p.status_code in (401, 403):
-        return ctx.record("metrics.endpoint", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           "metrics token rejected" if has_token else
                           "metrics need a bearer token and the inventory names none", evidence,
                           "set metrics_token_env or metrics_token_file for this target")
     if p.status_code == 429:
-        return ctx.record("metrics.endpoint", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           "metrics endpoint is refusing this address after failed token "
                           "attempts (HTTP 429)", evidence, "check the token, wait, retry")
     if p.status_code != 200:
-        return ctx.record("metrics.endpoint", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"metrics endpoint answered HTTP {p.status_code}", evidence)
     families = list(text_string_to_metric_families(p.body))
     names = sorted(f.name for f in families)
     evidence.update({"families": len(families),
                      "fraiseql_families": sum(n.startswith("fraiseql_") for n in names)})
-    return ctx.record("metrics.endpoint", Status.OK,
+    return ctx.result(Status.OK,
                       f"metrics flowing: {len(families)} families in {p.elapsed_ms} ms",
                       evidence)
 
@@ -357,7 +357,7 @@ def check_response_times(ctx: RunContext, samples: int = 5,
     if skipped:  # a round-trip figure with requests missing would not be the one asked for
         return ctx.record_skipped("service.response_time", skipped)
     if not all_ms:
-        return ctx.record("service.response_time", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           "no request got an answer", evidence, "run the service-down playbook")
     p95 = _q(all_ms, 0.95) or 0.0
     if p95 > critical_ms:
@@ -366,7 +366,7 @@ def check_response_times(ctx: RunContext, samples: int = 5,
         status = Status.WARNING
     else:
         status = Status.OK
-    return ctx.record("service.response_time", status,
+    return ctx.result(status,
                       f"p95 round trip {p95:.1f} ms over {len(all_ms)} requests "
                       f"(warning above {warning_ms:g} ms)", evidence,
                       None if status is Status.OK else "run the high-query-latency playbook",

@@ -178,7 +178,7 @@ def restart(ctx: RunContext, wait_s: float, poll_s: float = 1.0, *, why: str | N
 def check_logs_command(ctx: RunContext, lines: int = 20) -> Finding:
     """The logs are readable where the inventory says (§4.2 "docker logs fraiseql")."""
     if not ctx.target.get("logs_command"):
-        return ctx.record("service.logs", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "the target has no logs_command, so its logs cannot be read "
                           "from here", {}, "add logs_command (e.g. journalctl -u fraiseql)")
     result = run(ctx, "logs_command")
@@ -186,12 +186,12 @@ def check_logs_command(ctx: RunContext, lines: int = 20) -> Finding:
     evidence = {"command": result.command, "returncode": result.returncode,
                 "lines": len(result.stdout.splitlines()), "last_lines": tail}
     if not result.ok:
-        return ctx.record("service.logs", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"logs_command failed ({result.returncode}): "
                           f"{(result.stderr.strip().splitlines() or [''])[-1]}", evidence,
                           "fix logs_command in the inventory")
     if not tail:
-        return ctx.record("service.logs", Status.WARNING, "logs_command printed nothing",
+        return ctx.result(Status.WARNING, "logs_command printed nothing",
                           evidence, "check that the service logs where logs_command reads")
-    return ctx.record("service.logs", Status.OK,
+    return ctx.result(Status.OK,
                       f"logs readable: {len(result.stdout.splitlines())} lines", evidence)

@@ -149,12 +149,12 @@ def check_failures(ctx: RunContext, start: datetime, end: datetime, *,
     if s.spike:
         times = (f"{s.ratio:.0f}× the {baseline}" if s.ratio
                  else f"against a {baseline}")
-        return ctx.record("auth.failures", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"{s.count} failed authentications in the last {_num(hours, 2)} h: "
                           f"{times}", evidence,
                           "see where they come from (next step) before acting",
                           table=_table(spikes))
-    return ctx.record("auth.failures", Status.OK,
+    return ctx.result(Status.OK,
                       f"{s.count} failed authentications in the last {_num(hours, 2)} h "
                       f"against a {baseline}: no spike (needs ≥ {min_failures} and ≥ "
                       f"{spike_factor:g}× the mean)", evidence, table=_table(spikes))
@@ -221,13 +221,13 @@ def check_sources(ctx: RunContext, start: datetime, end: datetime, *,
                 "top_ips": _records(by["ip"], "ip"), "top_users": _records(by["user"], "user"),
                 "top_reasons": _records(by["reason"], "reason")}
     if total == 0:
-        return ctx.record("auth.sources", Status.OK, "no failed authentication in the window",
+        return ctx.result(Status.OK, "no failed authentication in the window",
                           evidence)
     reasons = ", ".join(f"{r['reason'] or '(none)'} {r['count']}"
                         for r in evidence["top_reasons"][:3])
     if concentrated:
         named = ", ".join(f"{a['ip']} ({a['count']})" for a in attackers)
-        return ctx.record("auth.sources", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"{share:.0%} of the {total} failures come from {len(attackers)} "
                           f"address(es): {named}; reasons: {reasons}", evidence,
                           "block these addresses at the load balancer (step 7 lists how)",
@@ -236,7 +236,7 @@ def check_sources(ctx: RunContext, start: datetime, end: datetime, *,
     failures = ctx.latest("auth.failures")
     spiking = bool(failures and failures.evidence.get("spike"))
     status = Status.WARNING if spiking else Status.OK  # a spread-out spike: a shared cause
-    return ctx.record("auth.sources", status,
+    return ctx.result(status,
                       f"{total} failures spread over {spread}{'+' if spread >= top_n else ''} "
                       f"address(es), none dominant; reasons: {reasons}", evidence,
                       "many sources failing at once points at a shared cause (certificate, "
@@ -280,27 +280,27 @@ def check_postgres_auth(ctx: RunContext,
     if result.failure.code == "none":
         expiring = _expires_soon(role)
         if expiring:
-            return ctx.record("postgres.auth", Status.WARNING,
+            return ctx.result(Status.WARNING,
                               f"{user} logs in, but its password expires {expiring}", evidence,
                               f"renew it before then: ALTER ROLE {user} VALID UNTIL ...")
-        return ctx.record("postgres.auth", Status.OK,
+        return ctx.result(Status.OK,
                           f"{user} logs in to PostgreSQL in {result.connect_ms} ms"
                           f"{' over TLS' if result.ssl else ''}", evidence)
     code = result.failure.code
     evidence["cause"] = problem
     if code == "auth_rejected":
         why = f"; {problem}" if problem else ""
-        return ctx.record("postgres.auth", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"PostgreSQL refuses the application role {user} "
                           f"(SQLSTATE {result.failure.sqlstate}): "
                           f"{result.failure.explanation}{why}", evidence,
                           VOCABULARY.remediation["postgres_auth"])
     if code == "tls_error" and "expired" in (result.error or ""):
         evidence["certificate_expired"] = True
-        return ctx.record("postgres.auth", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"PostgreSQL's certificate has expired: {result.failure.explanation}",
                           evidence, VOCABULARY.remediation["certificate_expired"])
-    return ctx.record("postgres.auth", Status.CRITICAL,
+    return ctx.result(Status.CRITICAL,
                       f"the database cannot be reached ({code}): {result.failure.explanation}",
                       evidence, "run the database-unavailable playbook")
 
@@ -462,7 +462,7 @@ def check_oidc(ctx: RunContext) -> list[Finding]:
     ttl_note = (f"the server caches the keys for {st.ttl_s} s ({st.ttl_source})"
                 if st.ttl_s else f"the JWKS cache TTL is unknown ({st.ttl_source})")
     if not st.issuer:
-        return [ctx.record("oidc.provider", Status.INFO,
+        return [ctx.result(Status.INFO,
                            "no OIDC provider configured for this target (no oidc_issuer in the "
                            "inventory, no [auth] issuer in the server config): tokens are not "
                            "validated against one", {"configured": False})]
@@ -493,7 +493,7 @@ def check_oidc(ctx: RunContext) -> list[Finding]:
         fix = (VOCABULARY.remediation["certificate_expired"]
                if tls_failure.tls_problem == "expired" else
                "make the provider's certificate verify against ca_bundle (chain, host name)")
-        return [ctx.record("oidc.provider", Status.CRITICAL,
+        return [ctx.result(Status.CRITICAL,
                            f"the identity provider's certificate does not verify "
                            f"({tls_failure.tls_problem}): {_fetch_summary(tls_failure)}; "
                            f"{ttl_note}", evidence, fix)]
@@ -501,32 +501,32 @@ def check_oidc(ctx: RunContext) -> list[Finding]:
         down = failed[0]
         evidence["down"] = True
         what = "discovery document" if down is disco else "JWKS"
-        return [ctx.record("oidc.provider", Status.CRITICAL,
+        return [ctx.result(Status.CRITICAL,
                            f"the identity provider's {what} cannot be fetched: "
                            f"{_fetch_summary(down)}; once the cached keys age out every token "
                            f"fails — {ttl_note}", evidence,
                            VOCABULARY.remediation["oidc_provider_down"])]
     if not jwks_uri:
         evidence["down"] = True
-        return [ctx.record("oidc.provider", Status.CRITICAL,
+        return [ctx.result(Status.CRITICAL,
                            f"the discovery document at {disco.url} names no jwks_uri: no key "
                            "can be fetched to validate tokens", evidence,
                            VOCABULARY.remediation["oidc_provider_down"])]
     if not keys:
         evidence["down"] = True
-        return [ctx.record("oidc.provider", Status.CRITICAL,
+        return [ctx.result(Status.CRITICAL,
                            f"the provider's JWKS ({jwks_uri}) publishes no keys: no token can "
                            "be validated", evidence, VOCABULARY.remediation["oidc_provider_down"])]
     issuer_ok = isinstance(disco.body, dict) and str(disco.body.get("issuer", "")).rstrip(
         "/") == st.issuer
     evidence["issuer_matches"] = issuer_ok
     if not issuer_ok:
-        return [ctx.record("oidc.provider", Status.WARNING,
+        return [ctx.result(Status.WARNING,
                            f"the discovery document names issuer "
                            f"{disco.body.get('issuer') if isinstance(disco.body, dict) else '?'}"
                            f", not {st.issuer}: tokens are rejected for an issuer mismatch",
                            evidence, "set [auth] issuer to exactly the provider's issuer URL")]
-    return [ctx.record("oidc.provider", Status.OK,
+    return [ctx.result(Status.OK,
                        f"the identity provider answers: discovery and JWKS reachable over "
                        f"verified HTTPS, {keys} signing key(s); {ttl_note}", evidence)]
 
@@ -650,7 +650,7 @@ def attack_response(ctx: RunContext) -> Finding:
     attackers = (sources.evidence.get("attacking_ips") or []) if sources else []
     spike = bool(failures and failures.evidence.get("spike"))
     if not spike or not attackers:
-        return ctx.record("manual.attack_response", Status.INFO,
+        return ctx.result(Status.INFO,
                           "no attack pattern (no spike from a few addresses): nothing to "
                           "block, no scaling needed", {"needed": False})
     ips = [a["ip"] for a in attackers if a.get("ip")]
@@ -670,7 +670,7 @@ def attack_response(ctx: RunContext) -> Finding:
         "5. Tell the security team; this report's findings.json is the evidence (addresses, "
         "counts, first and last seen).",
     ]
-    return ctx.record("manual.attack_response", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"under attack from {len(ips)} address(es): block them, protect the "
                       "targeted accounts, scale only if real users suffer",
                       {"needed": True, "block_ips": ips, "targeted_users": users,

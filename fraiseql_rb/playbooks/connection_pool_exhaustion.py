@@ -133,14 +133,14 @@ def connections_by_state(ctx: RunContext) -> Finding:
                + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())))
     limit = thresholds.POOL_OF_MAX_CONNECTIONS
     if share >= limit.critical:
-        return ctx.record("pool.connections", Status.CRITICAL, summary + " — no slot left",
+        return ctx.result(Status.CRITICAL, summary + " — no slot left",
                           evidence, "new connections are refused: find the holders below",
                           table=table)
     if share >= limit.warning:
-        return ctx.record("pool.connections", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           summary + f" — above {limit.warning:.0%} ({limit.source})", evidence,
                           "find the holders below before the slots run out", table=table)
-    return ctx.record("pool.connections", Status.OK, summary, evidence, table=table)
+    return ctx.result(Status.OK, summary, evidence, table=table)
 
 
 # -- step 2: idle in transaction ---------------------------------------------------------------
@@ -179,14 +179,13 @@ def idle_in_transaction(ctx: RunContext,
     }
     if not old:
         young = f" ({len(idle)} younger than {idle_threshold_s:g} s)" if idle else ""
-        return ctx.record("pool.idle_in_transaction", Status.OK,
+        return ctx.result(Status.OK,
                           f"no session idle in transaction longer than "
                           f"{idle_threshold_s:g} s{young}", evidence, table=table)
     grew = evidence["server_idle_second"] - evidence["server_idle_first"]
     trend = (f"; the server's count went {evidence['server_idle_first']} -> "
              f"{evidence['server_idle_second']} in {observe_s:g} s" if old_server else "")
-    return ctx.record(
-        "pool.idle_in_transaction", Status.WARNING,
+    return ctx.result(Status.WARNING,
         f"{len(old)} session(s) idle in transaction longer than {idle_threshold_s:g} s "
         f"(oldest {evidence['oldest_idle_s']} s), {len(old_server)} of them the server's own "
         f"(role {role}){trend}; pids {', '.join(map(str, evidence['pids'][:20]))}",
@@ -213,9 +212,9 @@ def long_running(ctx: RunContext, long_query_s: float = thresholds.LONG_QUERY_S)
                 "longest_s": _r(slow[0]["query_s"]) if slow else None,
                 "long_query_s": long_query_s, "sessions": rows[:50], "visibility": sees}
     if not slow:
-        return ctx.record("pool.long_running", Status.OK,
+        return ctx.result(Status.OK,
                           f"no statement has run longer than {long_query_s:g} s", evidence)
-    return ctx.record("pool.long_running", Status.WARNING,
+    return ctx.result(Status.WARNING,
                       f"{len(slow)} statement(s) running longer than {long_query_s:g} s "
                       f"(longest {evidence['longest_s']} s, {evidence['server_count']} from "
                       f"the server's role)", evidence,
@@ -300,17 +299,17 @@ def pool_gauges(ctx: RunContext, readings: int = 3, pause_s: float = 1.0) -> Fin
     evidence["exhausted"] = exhausted
     summary = "; ".join(parts + notes)
     if exhausted:
-        return ctx.record("pool.gauges", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"pool exhausted: {summary}", evidence,
                           "requests wait for a connection and fail at pool_timeout_secs: the "
                           "diagnosis names what holds the connections", table=table)
     share = active / pool_max if pool_max and active is not None else 0.0
     near = share >= thresholds.POOL_OF_MAX_CONNECTIONS.warning
     if waiting or near or notes:
-        return ctx.record("pool.gauges", Status.WARNING, summary, evidence,
+        return ctx.result(Status.WARNING, summary, evidence,
                           "watch pool_active against pool_max; keep pool_max × instances below "
                           "max_connections less reserved", table=table)
-    return ctx.record("pool.gauges", Status.OK, summary, evidence, table=table)
+    return ctx.result(Status.OK, summary, evidence, table=table)
 
 
 # -- step 5: terminate sessions idle in transaction (execute=True and confirm=<target>) ------
@@ -361,7 +360,7 @@ def terminate_idle_in_transaction(ctx: RunContext,
         evidence: dict[str, Any] = {"pids": pids, "executed": False,
                                     "idle_threshold_s": idle_threshold_s}
         if not pids and listed is not None and listed.status is not Status.UNKNOWN:
-            return ctx.record("pool.terminate", Status.INFO,
+            return ctx.result(Status.INFO,
                               "nothing to terminate among the sessions this role can see (no "
                               "admin_database_url: other roles' sessions are not visible, and "
                               "terminating would need it)", evidence)
@@ -369,7 +368,7 @@ def terminate_idle_in_transaction(ctx: RunContext,
             statement = terminate_statement(pids, idle_threshold_s)
             ctx.action("terminate_idle_in_transaction", statement, executed=False)
             evidence["sql"] = statement
-        return ctx.record("pool.terminate", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "cannot terminate sessions: pg_terminate_backend needs a privileged "
                           "connection and the target has no admin_database_url"
                           + (f"; {len(pids)} session(s) would qualify" if pids else ""),
@@ -383,7 +382,7 @@ def terminate_idle_in_transaction(ctx: RunContext,
     evidence = {"pids": pids, "idle_threshold_s": idle_threshold_s, "executed": False,
                 "sessions": [{**v, "idle_s": _r(v["idle_s"])} for v in victims]}
     if not pids:
-        return ctx.record("pool.terminate", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"nothing to terminate: no session idle in transaction longer than "
                           f"{idle_threshold_s:g} s", evidence)
     statement = terminate_statement(pids, idle_threshold_s)
@@ -391,7 +390,7 @@ def terminate_idle_in_transaction(ctx: RunContext,
     if not ctx.may_execute(dangerous=True):
         why = _refusal(ctx)
         ctx.action("terminate_idle_in_transaction", statement, executed=False)
-        return ctx.record("pool.terminate", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"dry run ({why}): would terminate {len(pids)} session(s) idle in "
                           f"transaction, pids {', '.join(map(str, pids[:20]))}",
                           evidence | {"refused_because": why},
@@ -417,7 +416,7 @@ def terminate_idle_in_transaction(ctx: RunContext,
     after = pool_after(ctx)
     evidence.update({"executed": True, **result, **after})
     if still:
-        return ctx.record("pool.terminate", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"terminated {len(terminated)} session(s) but {len(still)} are still "
                           f"listed after {VERIFY_GONE_S:g} s: {still}", evidence,
                           "check them again; a backend stuck in I/O ends when the I/O does",
@@ -427,13 +426,13 @@ def terminate_idle_in_transaction(ctx: RunContext,
                  f"{', '.join(map(str, terminated[:20]))}; they are gone{extra}")
     active, pool_max = after.get("pool_active_after"), after.get("pool_max_after")
     if active is not None and pool_max is not None and active >= pool_max:
-        return ctx.record("pool.terminate", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"{done_text}; but the server's pool still counts {active} of "
                           f"{pool_max} in use: it has not noticed (a leaked connection is never "
                           "returned, so the pool cannot replace it)", evidence,
                           "restart the server (its restart_command) to get the pool back; "
                           "PostgreSQL's slots are free already", table=table)
-    return ctx.record("pool.terminate", Status.OK, done_text, evidence,
+    return ctx.result(Status.OK, done_text, evidence,
                       "watch pool_active fall; the cause still needs its fix (see the "
                       "diagnosis)", table=table)
 

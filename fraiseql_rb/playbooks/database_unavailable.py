@@ -87,10 +87,10 @@ def check_connection(ctx: RunContext,
         "connect_ms": result.connect_ms, "ssl": result.ssl,
     }
     if result.failure.code == "none":
-        return ctx.record("database.connection", Status.OK,
+        return ctx.result(Status.OK,
                           f"connected to {evidence['database']} as {evidence['user']} in "
                           f"{result.connect_ms} ms{' over TLS' if result.ssl else ''}", evidence)
-    return ctx.record("database.connection", Status.CRITICAL,
+    return ctx.result(Status.CRITICAL,
                       f"the application role cannot connect ({result.failure.code}): "
                       f"{result.failure.explanation}", evidence,
                       VOCABULARY.remediation[result.failure.code])
@@ -121,12 +121,12 @@ def check_version(ctx: RunContext,
     evidence = dict(row)
     major = row["version_num"] // 10000
     if row["in_recovery"]:
-        return ctx.record("database.version", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"PostgreSQL {major} answers but is in recovery (a standby): reads "
                           "work, every write fails", evidence,
                           "point database_url at the primary; if the primary is gone, fail "
                           "over with the failover runbook")
-    return ctx.record("database.version", Status.OK,
+    return ctx.result(Status.OK,
                       f"PostgreSQL {major} answers: {row['version'].split(' on ')[0]}, "
                       f"{row['connections']} of {row['max_connections']} connections in use",
                       evidence)
@@ -154,7 +154,7 @@ def check_database_exists(ctx: RunContext,
     else:
         admin = _admin_conninfo(ctx)
         if admin is None:
-            return ctx.record("database.exists", Status.UNKNOWN,
+            return ctx.result(Status.UNKNOWN,
                               "not checked: the application role cannot connect "
                               f"({code or 'connection not classified'}) and "
                               "the target has no admin_database_url", {"database": name},
@@ -175,9 +175,9 @@ def check_database_exists(ctx: RunContext,
         found = postgres.rows(conn, postgres.DATABASE_EXISTS_SQL, {"name": name})
     evidence = {"database": name, "checked_via": via}
     if found:
-        return ctx.record("database.exists", Status.OK,
+        return ctx.result(Status.OK,
                           f"database {name} exists (checked via {via})", evidence)
-    return ctx.record("database.exists", Status.CRITICAL,
+    return ctx.result(Status.CRITICAL,
                       f"database {name} does not exist in pg_database (checked via {via})",
                       evidence, VOCABULARY.remediation["database_missing"])
 
@@ -214,7 +214,7 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
     normally (an idle primary makes the time lag grow with nothing missing).
     """
     if not ctx.target.get("replica_database_url"):
-        return ctx.record("database.replica", Status.INFO,
+        return ctx.result(Status.INFO,
                           "no replica configured (replica_database_url): failover is not an "
                           "option for this target", {"configured": False})
     url = ctx.target.database_url("replica_database")
@@ -225,7 +225,7 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
                               ) as conn:
             row = postgres.one(conn, REPLICA_SQL)
     except postgres.ConnectionFailed as exc:
-        return ctx.record("database.replica", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"the replica at {where} does not answer: {exc}",
                           {"configured": True, "reachable": False, "host": host, "port": port,
                            "error": str(exc)},
@@ -244,7 +244,7 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
         "rpo_seconds": rpo_seconds, "within_rpo": bool(row["in_recovery"]) and within,
     }
     if not row["in_recovery"]:
-        return ctx.record("database.replica", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"replica_database_url ({where}) answers but is not in recovery: it "
                           "is a primary (already promoted?)", evidence,
                           "find out who promoted it before writing to it: two primaries "
@@ -252,7 +252,7 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
     gap = row["replay_gap_bytes"]
     facts = f"{gap if gap is not None else '?'} bytes received but not replayed"
     if lag is None:
-        return ctx.record("database.replica", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"the replica at {where} is in recovery but its lag cannot be "
                           f"measured (no transaction replayed since it started); {facts}",
                           evidence, "compare pg_last_wal_replay_lsn() on the replica with "
@@ -262,11 +262,11 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
     summary = (f"the replica at {where} is in recovery, lag {lag:.1f} s{caught_up} against an "
                f"RPO of {rpo_seconds:g} s; {facts}")
     if not within:
-        return ctx.record("database.replica", Status.WARNING, summary, evidence,
+        return ctx.result(Status.WARNING, summary, evidence,
                           "the lag counts from the last replayed transaction: on an idle or "
                           "failed primary it overstates what is missing; judge with "
                           "last_replay_at")
-    return ctx.record("database.replica", Status.OK, summary, evidence)
+    return ctx.result(Status.OK, summary, evidence)
 
 
 @check("failover.recommendation")
@@ -278,24 +278,24 @@ def recommend_failover(ctx: RunContext, rpo_seconds: float = DEFAULT_RPO_S) -> F
     replica = ctx.latest("database.replica")
     rep = replica.evidence if replica is not None else {}
     if code == "none":
-        return ctx.record("failover.recommendation", Status.INFO,
+        return ctx.result(Status.INFO,
                           "no failover: the primary answers", {"recommended": False})
     if code not in ("server_down", "network_timeout"):
-        return ctx.record("failover.recommendation", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"no failover: {code} would follow the service to a replica "
                           "(fix the cause on the primary)",
                           {"recommended": False, "failure": code})
     if not rep.get("configured"):
-        return ctx.record("failover.recommendation", Status.INFO,
+        return ctx.result(Status.INFO,
                           "no failover possible: no replica is configured; restore the "
                           "primary (or from backup, §5.2)", {"recommended": False})
     if not rep.get("reachable") or not rep.get("in_recovery"):
-        return ctx.record("failover.recommendation", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           "no failover: the replica is not a reachable standby (see the replica "
                           "step)", {"recommended": False, "failure": code},
                           "restore the primary, or repair the replica before failing over")
     if not rep.get("within_rpo"):
-        return ctx.record("failover.recommendation", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"failover not recommended automatically: the replica's lag "
                           f"({rep.get('lag_s')} s) is not known to be within the RPO of "
                           f"{rpo_seconds:g} s", {"recommended": False, "lag_s": rep.get("lag_s"),
@@ -308,8 +308,7 @@ def recommend_failover(ctx: RunContext, rpo_seconds: float = DEFAULT_RPO_S) -> F
     for action in (ctx.action("promote_replica", promote, executed=False),
                    ctx.action("switch_connection_string", switch, executed=False)):
         print(repr(action))  # the responder sees the exact commands under the cell
-    return ctx.record(
-        "failover.recommendation", Status.INFO,
+    return ctx.result(Status.INFO,
         f"failover recommended: the primary is unreachable ({code}) and the replica is a "
         f"standby {rep.get('lag_s')} s behind, within the RPO of {rpo_seconds:g} s. Not run "
         "here: execution belongs to the failover runbook",

@@ -171,7 +171,7 @@ def error_rate(ctx: RunContext, w: Window, warning: float = ERROR_RATIO.warning,
          "ratio": _pct(r4)},
     ])
     if not queries and not http:
-        return ctx.record("errors.rate", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"no requests in {w.describe()}: there is no error rate to measure",
                           evidence, "send traffic (or wait for it) and rerun; if clients get "
                           "no answer at all, run the service-down playbook", table=table)
@@ -183,7 +183,7 @@ def error_rate(ctx: RunContext, w: Window, warning: float = ERROR_RATIO.warning,
                f"{_pct(r5)} 5xx and {_pct(r4)} 4xx of {_round(http or 0):g} HTTP answers, "
                f"over {w.describe()}")
     remediation = None if status is Status.OK else "break the errors down (next steps)"
-    return ctx.record("errors.rate", status, summary, evidence, remediation, table=table)
+    return ctx.result(status, summary, evidence, remediation, table=table)
 
 
 def _rank(status: Status) -> int:
@@ -228,11 +228,11 @@ def errors_by_type(ctx: RunContext, w: Window) -> Finding:
                 "client_side": _round(client), "server_side": _round(server),
                 "client_share": _round(share, 3)}
     if not client and not server:
-        return ctx.record("errors.by_type", Status.INFO, f"no errors of any type over "
+        return ctx.result(Status.INFO, f"no errors of any type over "
                           f"{w.describe()}", evidence, table=table)
     top = max(rows, key=lambda r: r["count"] or 0)
     side = "client" if (share or 0) >= 0.5 else "server"
-    return ctx.record("errors.by_type", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"mostly {side}-side: {top['type']} leads with {top['count']:g} "
                       f"({_round(client):g} client-side, {_round(server):g} server-side)",
                       evidence, table=table)
@@ -294,11 +294,11 @@ def errors_by_operation(ctx: RunContext, w: Window) -> Finding:
                 "most_affected": table.iloc[0]["operation"] if op_errors else None,
                 "concentration": conc, "errors_with_an_operation": round(coverage, 3)}
     if table.empty:
-        return ctx.record("errors.by_operation", Status.INFO,
+        return ctx.result(Status.INFO,
                           "no per-operation series yet (v2 exports them once an operation has "
                           "run)", evidence)
     if not op_errors:
-        return ctx.record("errors.by_operation", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"no operation failed while executing over {w.describe()} "
                           f"({len(table)} operations seen)", evidence, table=table)
     top = table.iloc[0]
@@ -308,7 +308,7 @@ def errors_by_operation(ctx: RunContext, w: Window) -> Finding:
            if conc["concentrated"] else
            f"spread: {where} hold {conc['share_of_errors']:.0%} of the errors and "
            f"{conc['share_of_requests']:.0%} of the traffic")
-    return ctx.record("errors.by_operation", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"most affected: {top['operation']} with {top['errors']:g} errors "
                       f"({_pct(top['error_ratio'])} of its requests); {how}", evidence,
                       table=table)
@@ -337,7 +337,7 @@ def error_history(ctx: RunContext, w: Window) -> Figure:
     _require(w)
     lines = plots.threshold_lines(ERROR_RATIO, scale=100)
     if w.source != PROMETHEUS:
-        ctx.record("errors.history", Status.INFO,
+        ctx.result(Status.INFO,
                    f"no history: {w.prometheus_note}; the window above is all there is",
                    {"source": w.source})
         ev = (ctx.latest("errors.rate") or Finding("", Status.INFO, "")).evidence
@@ -362,7 +362,7 @@ def error_history(ctx: RunContext, w: Window) -> Figure:
         summary = f"error ratio over the last {w.range_text}: peak {_pct(peak)}"
         summary += (f"; above {ERROR_RATIO.warning:.0%} since {since:%H:%M:%S} UTC"
                     if since is not None else "; not above the warning line now")
-    ctx.record("errors.history", Status.INFO, summary, evidence)
+    ctx.result(Status.INFO, summary, evidence)
     return plots.timeseries(frame.assign(value=frame["value"] * 100),
                             title=f"Error ratio, last {w.range_text} (Prometheus)",
                             ylabel="failing requests (%)", thresholds=lines)
@@ -416,7 +416,7 @@ def database_errors(ctx: RunContext, w: Window) -> Finding:
     }
     table = pd.DataFrame([{"counter": k, "in the window": v} for k, v in deltas.items()])
     if reach.failure.code != "none":
-        return ctx.record("database.errors", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"the database is unreachable ({reach.failure.code}): "
                           f"{reach.failure.explanation}", evidence,
                           "run the database-unavailable playbook", table=table)
@@ -426,21 +426,20 @@ def database_errors(ctx: RunContext, w: Window) -> Finding:
         pool = _pool_state(w)
         evidence["server_pool"] = pool
         if pool.get("saturated"):
-            return ctx.record(
-                "database.errors", Status.WARNING,
+            return ctx.result(Status.WARNING,
                 "the server reports its database disconnected, but PostgreSQL answers here and "
                 f"the server's pool is saturated ({_g(pool.get('waiting'))} waiting, "
                 f"{_g(pool.get('active'))} of {_g(pool.get('total'))} connections in use): the "
                 "pool, not the database", evidence,
                 "run the connection-pool-exhaustion playbook", table=table)
-        return ctx.record("database.errors", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           "the server cannot reach its database although PostgreSQL answers "
                           "this host: the path from the server to the database is broken",
                           evidence, "check the network and DNS from the server to the database "
                           "host; then the database-unavailable playbook from the server's host",
                           table=table)
     if not deltas:
-        return ctx.record("database.errors", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "the database answers, but its counters could not be read over the "
                           f"window: {evidence['statistics_error'] or 'no readings'}", evidence,
                           "grant the statistics role access to pg_stat_database and rerun")
@@ -450,10 +449,10 @@ def database_errors(ctx: RunContext, w: Window) -> Finding:
                f"({_pct(rollback_share)}), {deltas.get('deadlocks', 0)} deadlocks, "
                f"{deltas.get('conflicts', 0)} recovery conflicts in {w.window_s:g} s")
     if deltas.get("deadlocks") or deltas.get("conflicts") or rising:
-        return ctx.record("database.errors", Status.WARNING, f"database-side errors: {summary}",
+        return ctx.result(Status.WARNING, f"database-side errors: {summary}",
                           evidence, "read the PostgreSQL log for the failing statements "
                           "(ERROR/deadlock lines) in this window", table=table)
-    return ctx.record("database.errors", Status.OK,
+    return ctx.result(Status.OK,
                       f"the database answers and shows no error surge: {summary}", evidence,
                       table=table)
 

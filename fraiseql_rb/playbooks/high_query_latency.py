@@ -286,7 +286,7 @@ def latency_percentiles(ctx: RunContext, w: Window,
         "p95_warning_ms": p95_warning_ms, "p99_critical_ms": p99_critical_ms,
     }
     if not overall["observed"] or overall["p50_ms"] is None:
-        return ctx.record("latency.percentiles", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"no GraphQL query completed in {w.describe()}: nothing to take "
                           "percentiles of (requests still running are not counted)", evidence,
                           "check whether requests hang (lock waits, pool) in the steps below",
@@ -305,7 +305,7 @@ def latency_percentiles(ctx: RunContext, w: Window,
     slowest = per_op.sort_values("p95_ms", ascending=False).head(1)
     if not slowest.empty and status is not Status.OK:
         summary += f"; slowest operation {slowest.iloc[0]['measure'].strip()}"
-    return ctx.record("latency.percentiles", status, summary, evidence, remediation,
+    return ctx.result(status, summary, evidence, remediation,
                       table=table)
 
 
@@ -324,7 +324,7 @@ def latency_history(ctx: RunContext, w: Window,
     if s is None or s.kind != "histogram":
         found = ctx.latest("latency.percentiles")
         ev = found.evidence if found is not None else {}
-        ctx.record("latency.history", Status.INFO,
+        ctx.result(Status.INFO,
                    f"no history: {w.prometheus_note}; the window's percentiles are drawn",
                    {"source": w.source})
         values = pd.Series({k: (ev.get(f"{k}_ms") or 0) / 1000 for k in LATENCY_QUANTILES},
@@ -351,7 +351,7 @@ def latency_history(ctx: RunContext, w: Window,
                if peak is not None else f"no latency history over {w.range_text}")
     if since is not None:
         summary += f"; p95 above {warning_s:g} s since {since:%H:%M:%S} UTC"
-    ctx.record("latency.history", Status.INFO, summary, evidence)
+    ctx.result(Status.INFO, summary, evidence)
     return plots.timeseries(frame, title=f"GraphQL query latency, last {w.range_text} "
                             "(Prometheus)", ylabel="latency (s)", thresholds=lines,
                             si_unit="s")
@@ -443,13 +443,13 @@ def slow_statements(ctx: RunContext, w: Window, slow_ms: float = SLOW_STATEMENT_
                      f"longest {first['running_s']:g} s (pid {first['pid']}, "
                      f"{first['application'] or first['user']}): {_one_line(first['query'])}")
     if parts:
-        return ctx.record("latency.slow_statements", Status.WARNING, "; ".join(parts), evidence,
+        return ctx.result(Status.WARNING, "; ".join(parts), evidence,
                           "rerun with explain_query set to the slowest statement (placeholders "
                           "replaced with values); pg_cancel_backend(pid) ends a runaway one",
                           table=table)
     source = evidence["source"]
     count = f"{len(deltas)} statements ran, " if deltas is not None else ""
-    return ctx.record("latency.slow_statements", Status.OK,
+    return ctx.result(Status.OK,
                       f"no slow statement: {count}none averaged {slow_ms:g} ms or more "
                       f"({source})", evidence, table=table)
 
@@ -521,14 +521,14 @@ def pool_pressure(ctx: RunContext, w: Window,
         facts += f", {pg['idle_in_transaction']} sessions idle in transaction"
     full = active is not None and active >= size
     if ((waiting or 0) > 0 and full) or (pg and pg["share"] >= 1):
-        return ctx.record("latency.pool", Status.CRITICAL, f"pool exhausted: {facts}", evidence,
+        return ctx.result(Status.CRITICAL, f"pool exhausted: {facts}", evidence,
                           VOCABULARY.remediation["connection_pool_exhausted"], table=table)
     if (waiting or 0) > 0 or (active or 0) >= busy_share * size or (
             pg and pg["share"] >= busy_share):
-        return ctx.record("latency.pool", Status.WARNING, f"pool under pressure: {facts}",
+        return ctx.result(Status.WARNING, f"pool under pressure: {facts}",
                           evidence, f"§6.1: connections above {busy_share:.0%} of capacity",
                           table=table)
-    return ctx.record("latency.pool", Status.OK, f"pool has room: {facts}", evidence,
+    return ctx.result(Status.OK, f"pool has room: {facts}", evidence,
                       table=table)
 
 
@@ -574,7 +574,7 @@ def lock_waits(ctx: RunContext, w: Window, warning_s: float = LOCK_WAIT_S.warnin
         live = lock_pairs(conn)
     table = lock_table(w, live)
     if table.empty:
-        return ctx.record("latency.lock_waits", Status.OK,
+        return ctx.result(Status.OK,
                           "no session waited for a lock during the window or now",
                           {"pairs": [], "blocking_pids": [], "role": role})
     roots = table[table["blocking_is_root"].fillna(False).astype(bool)]
@@ -597,7 +597,7 @@ def lock_waits(ctx: RunContext, w: Window, warning_s: float = LOCK_WAIT_S.warnin
                    f"pg_terminate_backend({root['blocking_pid']});")
     status = (Status.CRITICAL if max_wait >= critical_s else
               Status.WARNING if max_wait >= warning_s else Status.INFO)
-    return ctx.record("latency.lock_waits", status, summary, evidence, remediation,
+    return ctx.result(status, summary, evidence, remediation,
                       table=table.drop(columns=["blocking_is_root"]))
 
 
@@ -640,7 +640,7 @@ def network_latency(ctx: RunContext, samples: int = 5,
     text = "; ".join(f"{r['endpoint']} {r['address']}: median {r['median_ms']} ms, max "
                      f"{r['max_ms']} ms" for r in measured)
     if failing:
-        return ctx.record("latency.network", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           "TCP connects failed: " + "; ".join(
                               f"{r['endpoint']}: {r.get('error')}" for r in failing),
                           evidence, "run the database-unavailable or service-down playbook",
@@ -652,7 +652,7 @@ def network_latency(ctx: RunContext, samples: int = 5,
         status = Status.WARNING
     else:
         status = Status.OK
-    return ctx.record("latency.network", status, f"TCP connect round trips: {text}", evidence,
+    return ctx.result(status, f"TCP connect round trips: {text}", evidence,
                       None if status is Status.OK else VOCABULARY.remediation["network_latency"],
                       table=table)
 
@@ -693,7 +693,7 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
     the query and happens only with execute=True. Recorded as the action `explain_analyze`
     either way."""
     if not query or not str(query).strip():
-        return ctx.record("latency.explain", Status.INFO,
+        return ctx.result(Status.INFO,
                           "no explain_query given: set it to a slow statement from the "
                           "slow-statements step and rerun", {"query": None})
     query = str(query)
@@ -702,7 +702,7 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
     if _PLACEHOLDER.search(query):
         ctx.action("explain_analyze", analyze_command, executed=False,
                    result="not run: the query has $n placeholders")
-        return ctx.record("latency.explain", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "explain_query has $1-style placeholders (as pg_stat_statements "
                           "shows statements): replace them with representative values",
                           {"query": query, "analyzed": False}, "rerun with literal values")
@@ -719,7 +719,7 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
         error = secrets.mask(" ".join(str(exc).split()))
         ctx.action("explain_analyze", analyze_command, executed=False,
                    result=f"refused: {error}" if analyze else None)
-        return ctx.record("latency.explain", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"PostgreSQL refused the EXPLAIN: {error}",
                           {"query": query, "analyzed": False, "error": error},
                           "fix explain_query (one SELECT, valid values) and rerun")
@@ -728,7 +728,7 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
     except ValueError as exc:
         ctx.action("explain_analyze", analyze_command, executed=analyze,
                    result=f"unreadable plan: {exc}" if analyze else None)
-        return ctx.record("latency.explain", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"the EXPLAIN output could not be read: {exc}",
                           {"query": query, "analyzed": analyze, "statement": statement,
                            "error": str(exc)}, "run the EXPLAIN by hand in psql")
@@ -746,7 +746,7 @@ def explain(ctx: RunContext, query: str | None, *, cost_high: float = EXPLAIN_CO
     how = (f"ran it: {ran:g} ms" if analyze and ran is not None else
            "planned only (execute=False: the query was not run)")
     status = Status.WARNING if total is not None and total >= cost_high else Status.INFO
-    return ctx.record("latency.explain", status,
+    return ctx.result(status,
                       f"plan estimated at cost {_g(total)}; {how}; top node: "
                       f"{lines[0].strip() if lines else '?'}", evidence,
                       _plan_advice(seq_scans) if status is Status.WARNING else None,
@@ -780,10 +780,10 @@ def query_complexity(ctx: RunContext, w: Window,
                 "approximate": metrics.concept("query_cost").approximate,
                 "note": metrics.concept("query_cost").note}
     if per_query is None:
-        return ctx.record("latency.complexity", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"no queries in {w.describe()} to average the cost over", evidence)
     status = Status.WARNING if per_query >= warning_cost else Status.OK
-    return ctx.record("latency.complexity", status,
+    return ctx.result(status,
                       f"{per_query:.1f} {how} (warning at {warning_cost:g})", evidence,
                       VOCABULARY.remediation["complex_query"] if status is Status.WARNING
                       else None)

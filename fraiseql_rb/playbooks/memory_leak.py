@@ -153,7 +153,7 @@ def check_process(ctx: RunContext) -> Finding:
     evidence = {"source": source.kind, "detail": source.detail, "pid": source.pid,
                 "series": source.series, "local": host.is_local(ctx.target.fraiseql_url)}
     if source.kind is None:
-        return ctx.record("memory.process", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"the server's resident memory cannot be read: {source.detail}",
                           evidence, "run this playbook on the FraiseQL host with status_command "
                           "in the inventory (it must print the pid), or export "
@@ -161,11 +161,11 @@ def check_process(ctx: RunContext) -> Finding:
     if source.kind == "proc":
         mem = proc_memory(source.pid or 0)
         evidence.update({k.lower(): v for k, v in mem.items()})
-        return ctx.record("memory.process", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"server pid {source.pid}: resident {_mb(mem['VmRSS'])} (heap and "
                           f"stacks {_mb(mem.get('RssAnon'))}, peak {_mb(mem.get('VmHWM'))})",
                           evidence)
-    return ctx.record("memory.process", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"resident memory read from {source.detail}", evidence)
 
 
@@ -248,7 +248,7 @@ def sample(ctx: RunContext, window_s: float = thresholds.MEMORY_WINDOW_S,
                 "rss_samples": measured, "errors": errors,
                 "max_connections": next((r["max_connections"] for r in rows
                                          if r.get("max_connections")), None)}
-    return ctx.record("memory.samples", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"{len(rows)} samples over {rows[-1]['elapsed_s']:.0f} s, {measured} with "
                       f"the resident memory"
                       + (f"; not read: {', '.join(sorted(errors))}" if errors else ""),
@@ -337,7 +337,7 @@ def rss_trend(ctx: RunContext, threshold_gb: float = THRESHOLD_BYTES / 1e9,
         process = ctx.latest("memory.process")
         why = process.summary if process is not None and process.status is Status.UNKNOWN \
             else f"only {len(series)} RSS samples ({sampled.get('errors') or 'no source'})"
-        return ctx.record("memory.trend", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"no resident-memory trend: {why}", {"rss_samples": len(series)},
                           "run on the FraiseQL host with status_command set, or export "
                           "process_resident_memory_bytes (process-exporter)")
@@ -376,7 +376,7 @@ def rss_trend(ctx: RunContext, threshold_gb: float = THRESHOLD_BYTES / 1e9,
             f"{_mb(trend.first)} -> {_mb(trend.last)} in {len(series)} samples")
     if not trend.growing:
         above = trend.last > threshold
-        return ctx.record("memory.trend", Status.WARNING if above else Status.OK,
+        return ctx.result(Status.WARNING if above else Status.OK,
                           f"not growing: {rate}"
                           + (f"; but above the {threshold_gb:g} GB threshold" if above else ""),
                           evidence, "high but flat: check the host's headroom and the cache "
@@ -385,7 +385,7 @@ def rss_trend(ctx: RunContext, threshold_gb: float = THRESHOLD_BYTES / 1e9,
             f"reaches {lines[hours.index(soonest)].label} in {soonest:.1f} h"
             if soonest is not None else "no limit ahead")
     critical = trend.last > threshold or (soonest is not None and soonest <= critical_hours)
-    return ctx.record("memory.trend", Status.CRITICAL if critical else Status.WARNING,
+    return ctx.result(Status.CRITICAL if critical else Status.WARNING,
                       f"growing {rate}; {when}", evidence,
                       "restart before the limit (step 5) and find the cause below" if critical
                       else "find the cause below; rerun over a longer window to confirm")
@@ -460,13 +460,13 @@ def connection_trend(ctx: RunContext) -> Finding:
         if beyond:
             why.append(f"{app_last:g} sessions of the role exceed pool_max {pool_max} × "
                        f"{len(ctx.target.instances)} instance(s): connections outside the pool")
-        return ctx.record("memory.connections", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"connections not closed: {'; '.join(why)} ({described})", evidence,
                           "run the connection-pool-exhaustion playbook", table=table)
     limits = ", ".join(f"{name} {value}" for name, value in (
         ("pool_max", pool_max), ("max_connections", sampled.get("max_connections")))
         if value is not None)
-    return ctx.record("memory.connections", Status.OK,
+    return ctx.result(Status.OK,
                       f"connections steady ({described})" + (f"; {limits}" if limits else ""),
                       evidence, table=table)
 
@@ -485,7 +485,7 @@ def cache_growth(ctx: RunContext) -> Finding:
     if len(values) < 2 or any(v is None for v in values):
         errors = [r.get("error") for r in readings if r.get("error")]
         reason = errors[0] if errors else "the server reports no cache_entries (cache off?)"
-        return ctx.record("memory.cache", Status.UNKNOWN, f"cache size not read: {reason}",
+        return ctx.result(Status.UNKNOWN, f"cache size not read: {reason}",
                           evidence, "enable the admin API (admin_api_enabled, admin_token) and "
                           "name admin_token_env/_file in the inventory")
     first, last = int(values[0]), int(values[-1])
@@ -494,11 +494,11 @@ def cache_growth(ctx: RunContext) -> Finding:
     growing = grew >= MIN_CACHE_GROWTH and grew >= MIN_CACHE_GROWTH_SHARE * max(first, 1)
     evidence["growing"] = growing
     if growing:
-        return ctx.record("memory.cache", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"the query cache grew from {first} to {last} entries over the window",
                           evidence, "check the cache's TTL and maximum entries; clear it as a "
                           "stopgap (POST /api/v1/admin/cache/clear)")
-    return ctx.record("memory.cache", Status.OK,
+    return ctx.result(Status.OK,
                       f"cache steady: {first} -> {last} entries over the window", evidence)
 
 
@@ -521,10 +521,10 @@ def long_transactions(ctx: RunContext,
                 "longest_s": rows[0]["xact_s"] if rows else None,
                 "long_transaction_s": long_transaction_s, "transactions": rows[:50]}
     if not long:
-        return ctx.record("memory.long_transactions", Status.OK,
+        return ctx.result(Status.OK,
                           f"no transaction of {role} open longer than {long_transaction_s:g} s",
                           evidence)
-    return ctx.record("memory.long_transactions", Status.WARNING,
+    return ctx.result(Status.WARNING,
                       f"{len(long)} transaction(s) of {role} open longer than "
                       f"{long_transaction_s:g} s (longest {rows[0]['xact_s']} s)", evidence,
                       "find their code path; end them with the connection-pool-exhaustion "
@@ -554,7 +554,7 @@ def large_results(ctx: RunContext, large_result_rows: int = thresholds.LARGE_RES
     call (pg_stat_statements, cumulative since its last reset), when the extension is there."""
     with postgres.connect(ctx.target.database_url()) as conn:
         if not postgres.rows(conn, EXTENSION_SQL):
-            return ctx.record("memory.large_results", Status.UNKNOWN,
+            return ctx.result(Status.UNKNOWN,
                               "pg_stat_statements is not installed in this database, so result "
                               "sizes per call cannot be read", {},
                               "add pg_stat_statements to shared_preload_libraries and CREATE "
@@ -567,12 +567,12 @@ def large_results(ctx: RunContext, large_result_rows: int = thresholds.LARGE_RES
                 "largest_rows_per_call": found[0]["rows_per_call"] if found else None}
     table = pd.DataFrame(found) if found else None
     if large:
-        return ctx.record("memory.large_results", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"{len(large)} statement(s) return {large_result_rows:,}+ rows per call "
                           f"(largest {large[0]['rows_per_call']:,.0f})", evidence,
                           "paginate or limit the GraphQL queries behind them", table=table)
     top = f"largest {found[0]['rows_per_call']:,.1f} rows per call" if found else "none recorded"
-    return ctx.record("memory.large_results", Status.OK,
+    return ctx.result(Status.OK,
                       f"no statement returns {large_result_rows:,}+ rows per call ({top})",
                       evidence, table=table)
 
@@ -606,7 +606,7 @@ def memory_profile(ctx: RunContext) -> Finding:
     anon = evidence.get("rssanon")
     split = (f"; now {_mb(anon)} of {_mb(evidence.get('vmrss'))} resident is heap/stacks "
              "(RssAnon)" if anon is not None else "")
-    return ctx.record("manual.memory_profile", Status.INFO,
+    return ctx.result(Status.INFO,
                       "§4.1 step 1 (pprof) does not apply to the Rust server: profile the heap "
                       f"with heaptrack or jemalloc's profiler{split}", evidence,
                       "run one of the steps listed if the diagnosis points at the process")
@@ -622,20 +622,20 @@ def restart_if_critical(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT
     if trend is None or trend.status is not Status.CRITICAL:
         state = "not measured" if trend is None or trend.status is Status.UNKNOWN else \
             trend.status.value
-        return ctx.record("service.restart", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"no restart: the memory trend is {state}, not critical",
                           {"needed": False, "executed": False})
     why = f"resident memory is critical ({trend.summary})"
     command = ctx.target.get("restart_command")
     if not command:
-        return ctx.record("service.restart", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           "a restart is advised but the target has no restart_command",
                           {"needed": True, "executed": False},
                           "restart it by hand (systemctl restart fraiseql) and add "
                           "restart_command to the inventory")
     done = target_commands.restart(ctx, wait_s)
     if not done.executed:
-        return ctx.record("service.restart", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"dry run: would run `{command}` ({why})",
                           {"needed": True, "executed": False, "command": command},
                           "rerun with execute=True, or run the command yourself; the leak "
@@ -644,16 +644,16 @@ def restart_if_critical(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT
     evidence: dict[str, Any] = {"needed": True, "executed": True, "command": command,
                                 "returncode": returncode}
     if done.health is None:
-        return ctx.record("service.restart", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"restart_command failed (exit {returncode})", evidence,
                           "run it by hand and read its error")
     _, status, summary, waited, _ = done.health
     evidence.update({"healthy": status is Status.OK, "waited_s": waited})
     if status is Status.OK:
-        return ctx.record("service.restart", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"restarted; healthy after {waited:.1f} s — memory is reset, the leak "
                           "is not fixed", evidence, "watch the RSS; fix the cause below")
-    return ctx.record("service.restart", Status.CRITICAL,
+    return ctx.result(Status.CRITICAL,
                       f"restarted, still not healthy after {waited:.1f} s: {summary}", evidence,
                       "run the service-down playbook")
 

@@ -68,7 +68,7 @@ _PROCESS_STATUS = {"running": Status.OK, "stopped": Status.CRITICAL, "failed": S
 def check_process(ctx: RunContext) -> Finding:
     """§4.2 step 3 `systemctl status fraiseql`, through the target's status_command."""
     if not ctx.target.get("status_command"):
-        return ctx.record("service.process", Status.INFO,
+        return ctx.result(Status.INFO,
                           "not checked: the target has no status_command", {"state": None},
                           "add status_command (e.g. systemctl status fraiseql, docker inspect "
                           "-f '{{.State.Status}}' fraiseql) to the inventory")
@@ -85,7 +85,7 @@ def check_process(ctx: RunContext) -> Finding:
         Status.WARNING: "it is changing state: wait a few seconds and run the status again",
         Status.UNKNOWN: "run the status command by hand; fix status_command if it is wrong",
     }.get(status)
-    return ctx.record("service.process", status, summary, evidence, remediation)
+    return ctx.result(status, summary, evidence, remediation)
 
 
 # -- step 2: logs -------------------------------------------------------------------------
@@ -99,7 +99,7 @@ def recent_logs(ctx: RunContext, lines: int = 20) -> Finding:
     """§4.2 step 2 `docker logs fraiseql`: the last lines from logs_command, masked and shown,
     with the error-looking lines picked out."""
     if not ctx.target.get("logs_command"):
-        return ctx.record("service.logs", Status.INFO,
+        return ctx.result(Status.INFO,
                           "not read: the target has no logs_command", {},
                           "add logs_command (journalctl -u fraiseql -n 200, docker logs "
                           "--tail 200 fraiseql) to the inventory")
@@ -114,11 +114,11 @@ def recent_logs(ctx: RunContext, lines: int = 20) -> Finding:
                 "lines_read": len(every), "last_lines": tail, "error_lines": errors}
     if not result.ok:
         last = (result.stderr.strip().splitlines() or [""])[-1]
-        return ctx.record("service.logs", Status.WARNING,
+        return ctx.result(Status.WARNING,
                           f"logs_command failed ({result.returncode}): {last}", evidence,
                           "read the logs on the host; fix logs_command in the inventory")
     found = f"; {len(errors)} error-looking line(s), the last: {errors[-1]}" if errors else ""
-    return ctx.record("service.logs", Status.INFO,
+    return ctx.result(Status.INFO,
                       f"read the last {len(tail)} of {len(every)} log lines{found}", evidence)
 
 
@@ -156,11 +156,11 @@ def restart(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S,
     execute=True, then wait for health (30 s by default, the runbook's figure)."""
     needed, why = restart_needed(ctx)
     if not needed:
-        return ctx.record("service.restart", Status.INFO, f"no restart: {why}",
+        return ctx.result(Status.INFO, f"no restart: {why}",
                           {"needed": needed, "executed": False, "reason": why})
     command = ctx.target.get("restart_command")
     if not command:
-        return ctx.record("service.restart", Status.UNKNOWN,
+        return ctx.result(Status.UNKNOWN,
                           f"a restart is needed ({why}) but the target has no restart_command",
                           {"needed": True, "executed": False, "reason": why},
                           "restart it by hand (systemctl restart fraiseql) and add "
@@ -168,7 +168,7 @@ def restart(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S,
     done = target_commands.restart(ctx, wait_s, poll_s, why=why, step="§4.2 step 5")
     if not done.executed:
         print(repr(done.action))
-        return ctx.record("service.restart", Status.INFO,
+        return ctx.result(Status.INFO,
                           f"dry run: a restart is needed ({why}); would run `{command}` and "
                           f"wait up to {wait_s:g} s for health",
                           {"needed": True, "executed": False, "reason": why,
@@ -181,7 +181,7 @@ def restart(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S,
                                 "command": command, "returncode": result.returncode,
                                 "command_s": result.elapsed_s, "wait_s": wait_s}
     if done.health is None:
-        return ctx.record("service.restart", Status.CRITICAL,
+        return ctx.result(Status.CRITICAL,
                           f"restart_command failed (exit {result.returncode}): "
                           f"{output[-1] if output else 'no output'}", evidence | {
                               "healthy": False},
@@ -194,10 +194,10 @@ def restart(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S,
     if status is Status.OK:
         # health, readiness and process state are what the restart fixed: they stay in the
         # timeline but the run's status is the state after it
-        return ctx.record("service.restart", Status.OK,
+        return ctx.result(Status.OK,
                           f"healthy again {waited:.1f} s after the restart: {summary}", evidence,
                           resolves=RESTART_RESOLVES)
-    return ctx.record("service.restart", Status.CRITICAL,
+    return ctx.result(Status.CRITICAL,
                       f"still not healthy {waited:.1f} s after the restart: {summary}", evidence,
                       "continue with the checks below (database, configuration, changes)")
 
@@ -328,7 +328,7 @@ def recent_changes(ctx: RunContext, hours: float = thresholds.RECENT_CHANGES_HOU
         parts.append("no earlier run of this playbook for this target to compare the build "
                      "with")
     status = Status.WARNING if files or differences else Status.INFO
-    return ctx.record("service.recent_changes", status, "; ".join(parts), evidence,
+    return ctx.result(status, "; ".join(parts), evidence,
                       "review these changes first: roll back the one that preceded the outage"
                       if status is Status.WARNING else None,
                       table=pd.DataFrame(files) if files else None)
