@@ -59,7 +59,7 @@ class BlackHole:
 
 def runbook_names() -> list[str]:
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-    from fraiseql_rb import runbooks
+    from fraiseql_rb.core import runbooks
 
     return list(runbooks.discover())
 

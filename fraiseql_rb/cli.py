@@ -12,8 +12,9 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NoReturn
 
-from . import __version__, paths, secrets
-from .errors import EXIT_UNKNOWN, EXIT_USAGE, RunbookError
+from fraiseql_rb import __version__
+from fraiseql_rb.core import paths, secrets
+from fraiseql_rb.core.errors import EXIT_UNKNOWN, EXIT_USAGE, RunbookError
 
 
 class _Parser(argparse.ArgumentParser):
@@ -34,7 +35,7 @@ def _parameter_pairs(values: list[list[str]] | None) -> dict[str, str]:
 def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
     """A renamed `-p` (runbooks.DeprecatedParameter) is one line on stderr; any other warning
     is shown as Python would have shown it."""
-    from . import runbooks
+    from fraiseql_rb.core import runbooks
 
     for warning in caught:
         if issubclass(warning.category, runbooks.DeprecatedParameter):
@@ -45,7 +46,7 @@ def _show_warnings(caught: list[warnings.WarningMessage]) -> None:
 
 
 def cmd_list(args: argparse.Namespace) -> int:
-    from . import runbooks
+    from fraiseql_rb.core import runbooks
 
     found = runbooks.discover()
     if not found:
@@ -63,7 +64,8 @@ def cmd_list(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from . import report, runbooks, runner
+    from fraiseql_rb.core import report, runbooks
+    from fraiseql_rb.runner import execute as runner
 
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", runbooks.DeprecatedParameter)
@@ -85,18 +87,18 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
-    from . import config
+    from fraiseql_rb.checks import config
 
     return config.main_validate(args.file, max_connections=args.max_connections,
                                 instances=args.instances)
 
 
 def cmd_lint_alerts(args: argparse.Namespace) -> int:
-    from . import alert_lint
+    from fraiseql_rb.checks import alert_rules
 
-    exported = (alert_lint.exported_from_target(args.target, args.inventory)
+    exported = (alert_rules.exported_from_target(args.target, args.inventory)
                 if args.target else None)
-    return alert_lint.main_lint(args.rules_file, exported, sys.stdout)
+    return alert_rules.main_lint(args.rules_file, exported, sys.stdout)
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:

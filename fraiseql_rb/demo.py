@@ -9,9 +9,11 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
-from . import paths, runbooks, runner
-from .errors import RunbookError
-from .findings import Status
+from fraiseql_rb.core import paths, runbooks
+from fraiseql_rb.core.errors import RunbookError
+from fraiseql_rb.core.findings import Status
+from fraiseql_rb.runner import execute as runner
+
 from .sandbox import manager
 
 # Runbooks that need a live incident (parameters or faults) still run: on a healthy

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import alert_lint, metrics
-from fraiseql_rb.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING, UsageError
-from fraiseql_rb.findings import Status
+from fraiseql_rb.checks import alert_rules
+from fraiseql_rb.core.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING, UsageError
+from fraiseql_rb.core.findings import Status
+from fraiseql_rb.targets import metrics
 
 DATA = Path(__file__).parent / "data"
 RUNBOOK_RULES = DATA / "alerts" / "runbook-3.2.yml"
@@ -36,14 +37,14 @@ def rules_file(tmp_path: Path, *exprs: str) -> Path:
     return path
 
 
-def by_rule(problems: list[alert_lint.Problem]) -> dict[str, list[alert_lint.Problem]]:
-    out: dict[str, list[alert_lint.Problem]] = {}
+def by_rule(problems: list[alert_rules.Problem]) -> dict[str, list[alert_rules.Problem]]:
+    out: dict[str, list[alert_rules.Problem]] = {}
     for p in problems:
         out.setdefault(p.rule, []).append(p)
     return out
 
 
-def kinds(problems: list[alert_lint.Problem]) -> set[str]:
+def kinds(problems: list[alert_rules.Problem]) -> set[str]:
     return {p.kind for p in problems}
 
 
@@ -54,22 +55,22 @@ def live_names(healthy_sandbox) -> set[str]:
 
     import httpx
 
-    from fraiseql_rb.inventory import load_target
+    from fraiseql_rb.core.inventory import load_target
 
     target = load_target("sandbox", healthy_sandbox.inventory)
     verify = ssl.create_default_context(cafile=target.get("ca_bundle"))
     httpx.post(f"{target.fraiseql_url}/graphql", json={"query": "{ users(limit: 1) { id } }"},
                verify=verify, timeout=10).raise_for_status()
-    return alert_lint.exported_from_target("sandbox", healthy_sandbox.inventory)
+    return alert_rules.exported_from_target("sandbox", healthy_sandbox.inventory)
 
 
 @pytest.mark.sandbox
 @needs_promtool
 def test_runbook_rules_against_a_live_standin(live_names: set[str]) -> None:
     assert "up" not in live_names  # Prometheus makes it; the lint must know that
-    problems = alert_lint.lint(RUNBOOK_RULES, live_names, promtool=PROMTOOL)
+    problems = alert_rules.lint(RUNBOOK_RULES, live_names, promtool=PROMTOOL)
     rules = by_rule(problems)
-    never = {p.message.split()[1]: p for p in problems if p.kind == alert_lint.NEVER_EXPORTED}
+    never = {p.message.split()[1]: p for p in problems if p.kind == alert_rules.NEVER_EXPORTED}
     assert set(never) == {"fraiseql_db_errors_total", "process_resident_memory_bytes",
                           "fraiseql_db_connections"}
     assert all(p.severity is Status.CRITICAL and "can never fire" in p.message
@@ -80,21 +81,21 @@ def test_runbook_rules_against_a_live_standin(live_names: set[str]) -> None:
         "fraiseql_db_connections"].suggestion
     assert "process" in never["process_resident_memory_bytes"].suggestion
 
-    unparseable = [p for p in rules["MemoryLeakSuspected"] if p.kind == alert_lint.UNPARSEABLE]
+    unparseable = [p for p in rules["MemoryLeakSuspected"] if p.kind == alert_rules.UNPARSEABLE]
     assert len(unparseable) == 1
     assert 'bad number or duration syntax: "7"' in unparseable[0].message  # promtool's words
     assert "7000000000" in unparseable[0].suggestion
 
-    misuse = [p for p in rules["HighQueryLatency"] if p.kind == alert_lint.HISTOGRAM_MISUSE]
+    misuse = [p for p in rules["HighQueryLatency"] if p.kind == alert_rules.HISTOGRAM_MISUSE]
     assert len(misuse) == 1 and misuse[0].severity is Status.CRITICAL
     assert misuse[0].suggestion.endswith(f"corrected: {GOOD_LATENCY}")
 
-    assert kinds(rules["FraiseQLDown"]) == {alert_lint.ROUTING}  # `up` is not flagged
-    assert kinds(rules["LowCacheHitRatio"]) == {alert_lint.ROUTING}
-    assert all(p.severity is Status.WARNING for p in problems if p.kind == alert_lint.ROUTING)
+    assert kinds(rules["FraiseQLDown"]) == {alert_rules.ROUTING}  # `up` is not flagged
+    assert kinds(rules["LowCacheHitRatio"]) == {alert_rules.ROUTING}
+    assert all(p.severity is Status.WARNING for p in problems if p.kind == alert_rules.ROUTING)
 
     out = io.StringIO()
-    assert alert_lint.main_lint(RUNBOOK_RULES, live_names, out,
+    assert alert_rules.main_lint(RUNBOOK_RULES, live_names, out,
                                 promtool=PROMTOOL) == EXIT_CRITICAL
     text = out.getvalue()
     assert "fraiseql_db_errors_total never exported" in text
@@ -105,33 +106,33 @@ def test_runbook_rules_against_a_live_standin(live_names: set[str]) -> None:
 @needs_promtool
 def test_a_correct_rule_is_clean(tmp_path: Path, live_names: set[str]) -> None:
     path = rules_file(tmp_path, GOOD_LATENCY)
-    assert alert_lint.lint(path, live_names, promtool=PROMTOOL) == []
-    assert alert_lint.lint(path, None, promtool=PROMTOOL) == []
-    assert alert_lint.lint(path, None, promtool=None) == []
+    assert alert_rules.lint(path, live_names, promtool=PROMTOOL) == []
+    assert alert_rules.lint(path, None, promtool=PROMTOOL) == []
+    assert alert_rules.lint(path, None, promtool=None) == []
     out = io.StringIO()
-    assert alert_lint.main_lint(path, live_names, out, promtool=PROMTOOL) == EXIT_OK
+    assert alert_rules.main_lint(path, live_names, out, promtool=PROMTOOL) == EXIT_OK
     assert out.getvalue().startswith("OK: 0 problem(s) in 1 rule(s)")
 
 
 def test_without_promtool_the_lexer_still_catches_the_bad_number() -> None:
-    problems = alert_lint.lint(RUNBOOK_RULES, None, promtool=None)
+    problems = alert_rules.lint(RUNBOOK_RULES, None, promtool=None)
     memory = by_rule(problems)["MemoryLeakSuspected"]
-    bad = [p for p in memory if p.kind == alert_lint.UNPARSEABLE]
+    bad = [p for p in memory if p.kind == alert_rules.UNPARSEABLE]
     assert len(bad) == 1 and "7_000_000_000" in bad[0].message
     assert "promtool not found" in bad[0].message
     # the catalog's v2 names stand in for a live scrape: the same three never-exported names
-    assert {p.message.split()[1] for p in problems if p.kind == alert_lint.NEVER_EXPORTED} == {
+    assert {p.message.split()[1] for p in problems if p.kind == alert_rules.NEVER_EXPORTED} == {
         "fraiseql_db_errors_total", "process_resident_memory_bytes", "fraiseql_db_connections"}
 
 
 def test_corrected_expressions_are_clean(tmp_path: Path) -> None:
     """Every `corrected:` suggestion for the runbook's rules parses and passes the lint
     (apart from the memory rule, which still needs an exporter FraiseQL does not ship)."""
-    problems = alert_lint.lint(RUNBOOK_RULES, None, promtool=PROMTOOL)
+    problems = alert_rules.lint(RUNBOOK_RULES, None, promtool=PROMTOOL)
     fixed = sorted({p.suggestion.split("corrected: ")[1] for p in problems
                     if p.suggestion and "corrected: " in p.suggestion})
     assert len(fixed) == 4
-    again = alert_lint.lint(rules_file(tmp_path, *fixed), None, promtool=PROMTOOL)
+    again = alert_rules.lint(rules_file(tmp_path, *fixed), None, promtool=PROMTOOL)
     assert all(p.severity is Status.WARNING for p in again), again
     assert [p.message.split()[1] for p in again] == ["namedprocess_namegroup_memory_bytes"]
 
@@ -140,9 +141,9 @@ def test_against_a_runbook_vocabulary_page() -> None:
     """Against an exporter that speaks the runbook's names, those names are fine; the
     latency rule still misuses a summary and gets the summary's own quantile instead."""
     names = metrics.parse((DATA / "metrics" / "runbook-names.prom").read_text()).names()
-    problems = alert_lint.lint(RUNBOOK_RULES, names, promtool=PROMTOOL)
-    assert alert_lint.NEVER_EXPORTED not in kinds(problems)
-    misuse = [p for p in problems if p.kind == alert_lint.HISTOGRAM_MISUSE]
+    problems = alert_rules.lint(RUNBOOK_RULES, names, promtool=PROMTOOL)
+    assert alert_rules.NEVER_EXPORTED not in kinds(problems)
+    misuse = [p for p in problems if p.kind == alert_rules.HISTOGRAM_MISUSE]
     assert len(misuse) == 1
     assert misuse[0].suggestion.endswith(
         'corrected: max(fraiseql_query_duration_seconds{quantile="0.99"}) > 5')
@@ -151,20 +152,20 @@ def test_against_a_runbook_vocabulary_page() -> None:
 def test_malformed_yaml_is_one_problem(tmp_path: Path) -> None:
     path = tmp_path / "broken.yml"
     path.write_text("- alert: A\n  expr: up == 0\n   for: 5m\n  labels: [x\n")
-    problems = alert_lint.lint(path, None, promtool=PROMTOOL)
+    problems = alert_rules.lint(path, None, promtool=PROMTOOL)
     assert len(problems) == 1
-    assert problems[0].kind == alert_lint.YAML and problems[0].severity is Status.CRITICAL
+    assert problems[0].kind == alert_rules.YAML and problems[0].severity is Status.CRITICAL
     assert "line 3" in problems[0].message
-    assert alert_lint.main_lint(path, None, io.StringIO(), promtool=PROMTOOL) == EXIT_CRITICAL
+    assert alert_rules.main_lint(path, None, io.StringIO(), promtool=PROMTOOL) == EXIT_CRITICAL
 
 
 def test_not_a_rules_file_and_missing_file(tmp_path: Path) -> None:
     path = tmp_path / "map.yml"
     path.write_text("just: a mapping\n")
-    [problem] = alert_lint.lint(path, None, promtool=None)
+    [problem] = alert_rules.lint(path, None, promtool=None)
     assert "not a rules file" in problem.message
     with pytest.raises(UsageError, match="not found"):
-        alert_lint.lint(tmp_path / "absent.yml")
+        alert_rules.lint(tmp_path / "absent.yml")
 
 
 @pytest.mark.parametrize(("expr", "corrected"), [
@@ -184,10 +185,10 @@ def test_not_a_rules_file_and_missing_file(tmp_path: Path) -> None:
      '(rate(fraiseql_query_duration_seconds_bucket{operation="users"}[5m]))) > 1'),
 ])
 def test_histogram_misuse(tmp_path: Path, expr: str, corrected: str) -> None:
-    problems = alert_lint.lint(rules_file(tmp_path, expr), None, promtool=PROMTOOL)
-    assert kinds(problems) == {alert_lint.HISTOGRAM_MISUSE}, problems
+    problems = alert_rules.lint(rules_file(tmp_path, expr), None, promtool=PROMTOOL)
+    assert kinds(problems) == {alert_rules.HISTOGRAM_MISUSE}, problems
     assert problems[0].suggestion.endswith(f"corrected: {corrected}")
-    assert alert_lint.lint(rules_file(tmp_path, corrected), None, promtool=PROMTOOL) == []
+    assert alert_rules.lint(rules_file(tmp_path, corrected), None, promtool=PROMTOOL) == []
 
 
 @pytest.mark.parametrize("expr", [
@@ -203,20 +204,20 @@ def test_histogram_misuse(tmp_path: Path, expr: str, corrected: str) -> None:
     '{__name__="fraiseql_cache_hit_ratio"} < 0.7',
 ])
 def test_clean_rules(tmp_path: Path, expr: str) -> None:
-    assert alert_lint.lint(rules_file(tmp_path, expr), None, promtool=PROMTOOL) == []
+    assert alert_rules.lint(rules_file(tmp_path, expr), None, promtool=PROMTOOL) == []
 
 
 def test_bare_histogram_name_outside_histogram_quantile(tmp_path: Path) -> None:
-    [problem] = alert_lint.lint(rules_file(tmp_path, "fraiseql_query_duration_seconds > 1"),
+    [problem] = alert_rules.lint(rules_file(tmp_path, "fraiseql_query_duration_seconds > 1"),
                                 None, promtool=PROMTOOL)
-    assert problem.kind == alert_lint.HISTOGRAM_MISUSE
+    assert problem.kind == alert_rules.HISTOGRAM_MISUSE
     assert "fraiseql_query_duration_seconds_sum" in problem.suggestion
 
 
 def test_runbook_histogram_name_is_mapped_to_the_real_one(tmp_path: Path) -> None:
     expr = "histogram_quantile(0.99, rate(fraiseql_db_query_duration_seconds_bucket[5m])) > 1"
-    [problem] = alert_lint.lint(rules_file(tmp_path, expr), None, promtool=PROMTOOL)
-    assert problem.kind == alert_lint.NEVER_EXPORTED
+    [problem] = alert_rules.lint(rules_file(tmp_path, expr), None, promtool=PROMTOOL)
+    assert problem.kind == alert_rules.NEVER_EXPORTED
     assert problem.suggestion.endswith(
         "corrected: histogram_quantile(0.99, "
         "rate(fraiseql_database_query_duration_seconds_bucket[5m])) > 1")
@@ -224,16 +225,16 @@ def test_runbook_histogram_name_is_mapped_to_the_real_one(tmp_path: Path) -> Non
 
 def test_rate_over_a_gauge_is_a_warning(tmp_path: Path) -> None:
     path = rules_file(tmp_path, "rate(fraiseql_db_pool_connections_active[5m]) > 1")
-    [problem] = alert_lint.lint(path, None, promtool=PROMTOOL)
-    assert (problem.kind, problem.severity) == (alert_lint.RATE_OF_GAUGE, Status.WARNING)
+    [problem] = alert_rules.lint(path, None, promtool=PROMTOOL)
+    assert (problem.kind, problem.severity) == (alert_rules.RATE_OF_GAUGE, Status.WARNING)
     assert "deriv(fraiseql_db_pool_connections_active[5m]) > 1" in problem.suggestion
-    assert alert_lint.main_lint(path, None, io.StringIO(), promtool=PROMTOOL) == EXIT_WARNING
+    assert alert_rules.main_lint(path, None, io.StringIO(), promtool=PROMTOOL) == EXIT_WARNING
 
 
 def test_host_metrics_are_a_warning_not_never_fire(tmp_path: Path) -> None:
     path = rules_file(tmp_path, 'rate(node_cpu_seconds_total{mode="idle"}[5m]) < 0.1',
                       "node_memory_bytes < 1e9")
-    problems = alert_lint.lint(path, None, promtool=PROMTOOL)
+    problems = alert_rules.lint(path, None, promtool=PROMTOOL)
     severities = {p.message.split()[1]: p.severity for p in problems}
     assert severities == {"node_cpu_seconds_total": Status.WARNING,
                           "node_memory_bytes": Status.CRITICAL}
@@ -263,14 +264,14 @@ def test_each_rule_is_checked_even_after_a_broken_one(tmp_path: Path) -> None:
             labels: {severity: warning}
         """))
     for promtool in (PROMTOOL, None):
-        rules = by_rule(alert_lint.lint(path, None, promtool=promtool))
+        rules = by_rule(alert_rules.lint(path, None, promtool=promtool))
         assert set(rules) == {"NoExpression", "Unbalanced", "Typo"}, rules
-        assert kinds(rules["NoExpression"]) == {alert_lint.INVALID_RULE}
-        assert kinds(rules["Unbalanced"]) == {alert_lint.UNPARSEABLE}
+        assert kinds(rules["NoExpression"]) == {alert_rules.INVALID_RULE}
+        assert kinds(rules["Unbalanced"]) == {alert_rules.UNPARSEABLE}
         assert "did you mean fraiseql_cache_hit_ratio" in rules["Typo"][0].suggestion
 
 
 def test_format_problems() -> None:
-    problem = alert_lint.Problem("R", alert_lint.NEVER_EXPORTED, Status.CRITICAL, "gone", "use x")
-    assert alert_lint.format_problems([problem]) == [
+    problem = alert_rules.Problem("R", alert_rules.NEVER_EXPORTED, Status.CRITICAL, "gone", "use x")
+    assert alert_rules.format_problems([problem]) == [
         "CRITICAL R: [never-exported] gone", "         suggestion: use x"]

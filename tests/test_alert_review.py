@@ -9,7 +9,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraiseql_rb import inventory
+from fraiseql_rb.core import inventory
 
 pytestmark = pytest.mark.drill
 

@@ -1,5 +1,5 @@
-"""fraiseql_rb.audit against real PostgreSQL: known events at exact timestamps, counted in the
-one vocabulary from the runbook's table, the v2 `audit_log` table and JSON-lines files; the
+"""fraiseql_rb.checks.audit against real PostgreSQL: known events at exact timestamps, counted
+in the one vocabulary from the runbook's table, the v2 `audit_log` table and JSON-lines files; the
 half-open window edges, an empty window, the preceding and same-hours baselines, and the
 missing-index warning with its exact statement (which, run, makes the warning go away)."""
 
@@ -14,9 +14,10 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from fraiseql_rb import audit, inventory
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import Status
+from fraiseql_rb.checks import audit
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER
 
 T0 = datetime(2026, 3, 2, 12, 0, tzinfo=UTC)  # a Monday noon; the window is [T0, T0 + 3h)

@@ -8,11 +8,11 @@ from __future__ import annotations
 import pytest
 from drill_helpers import by_check, diagnosis_of, findings_of
 
-from fraiseql_rb import inventory
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.diagnosis import conclude
-from fraiseql_rb.findings import Status
-from fraiseql_rb.playbooks import auth_failures as playbook
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.diagnosis import conclude
+from fraiseql_rb.core.findings import Status
+from fraiseql_rb.incidents import auth_failures as playbook
 from fraiseql_rb.sandbox import faults, manager
 from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER, SUPERUSER
 

@@ -9,9 +9,10 @@ import time
 import pytest
 import redis
 
-from fraiseql_rb import cache, inventory
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import Status
+from fraiseql_rb.checks import cache
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox.cluster import free_port
 
 pytestmark = pytest.mark.skipif(shutil.which("redis-server") is None,

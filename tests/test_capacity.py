@@ -8,7 +8,7 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 
-from fraiseql_rb import capacity, thresholds
+from fraiseql_rb.core import capacity, thresholds
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 

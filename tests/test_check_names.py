@@ -10,8 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb.context import RunContext, check
-from fraiseql_rb.findings import Status
+from fraiseql_rb.core.context import RunContext, check
+from fraiseql_rb.core.findings import Status
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fraiseql_rb"
 # Names two functions still record, each to be merged into one owner (issue 10, item 3):

@@ -113,7 +113,7 @@ def test_no_secret_reaches_any_artifact(healthy_sandbox, tmp_path):
 
 
 def test_two_runs_in_one_second_never_share_a_directory(healthy_sandbox, tmp_path):
-    from fraiseql_rb import artifacts
+    from fraiseql_rb.core import artifacts
 
     first = artifacts.new_artifact_dir(tmp_path, "x", "INC-1")
     second = artifacts.new_artifact_dir(tmp_path, "x", "INC-1")

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import config, inventory
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING, UsageError
-from fraiseql_rb.findings import Status, worst
+from fraiseql_rb.checks import config
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.errors import EXIT_CRITICAL, EXIT_OK, EXIT_WARNING, UsageError
+from fraiseql_rb.core.findings import Status, worst
 
 DATA = Path(__file__).parent / "data" / "configs"
 RUNBOOK_SAMPLE = DATA / "runbook-1.2.toml"

@@ -15,13 +15,14 @@ from pathlib import Path
 import psycopg
 import pytest
 
-from fraiseql_rb import inventory, postgres
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.diagnosis import conclude
-from fraiseql_rb.findings import Status
-from fraiseql_rb.playbooks import database_unavailable as dbu
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.diagnosis import conclude
+from fraiseql_rb.core.findings import Status
+from fraiseql_rb.incidents import database_unavailable as dbu
 from fraiseql_rb.sandbox.cluster import APP_USER, CONF_FILE, SUPERUSER, Cluster, free_port
 from fraiseql_rb.sandbox.pgbin import pg_bin
+from fraiseql_rb.targets import postgres
 
 REPLICA_BUDGET_S = 15.0  # the replica test skips itself when building one takes longer
 

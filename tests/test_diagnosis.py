@@ -1,8 +1,8 @@
 import pytest
 
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.diagnosis import Candidate, Vocabulary, conclude
-from fraiseql_rb.findings import Status
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.diagnosis import Candidate, Vocabulary, conclude
+from fraiseql_rb.core.findings import Status
 
 VOCAB = Vocabulary("demo", {"none": "nothing to do", "disk_full": "free space",
                             "slow_disk": "move to SSD"}, fallback="none",

@@ -14,13 +14,14 @@ import httpx
 import pytest
 from drill_helpers import by_check, diagnosis_of, findings_of
 
-from fraiseql_rb import inventory, target_commands
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.diagnosis import conclude
-from fraiseql_rb.findings import FindingsLog, Status
-from fraiseql_rb.playbooks import service_down
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.diagnosis import conclude
+from fraiseql_rb.core.findings import FindingsLog, Status
+from fraiseql_rb.incidents import service_down
 from fraiseql_rb.sandbox import manager, server
 from fraiseql_rb.sandbox.cluster import free_port
+from fraiseql_rb.targets import commands
 
 drill = pytest.mark.drill
 
@@ -198,7 +199,7 @@ def test_db_down_is_database_unreachable_without_a_restart(healthy_sandbox):
     ("", None, "unknown", "exit code"),
 ])
 def test_status_output_is_parsed(output, code, state, source):
-    parsed = target_commands.parse_status(output, code)
+    parsed = commands.parse_status(output, code)
     assert (parsed.state, parsed.source) == (state, source)
     if state == "running" and source == "systemd":
         assert parsed.pid == 4242
@@ -218,7 +219,7 @@ def test_a_config_the_server_refuses_is_config_invalid(tmp_path):
     config.write_text('bind_addr = "127.0.0.1:8000"\ndatabase_url = "postgresql://db/x"\n'
                       '[server]\nlisten_addr = "0.0.0.0:4000"\n')
     ctx = _offline_ctx(tmp_path, config_path=str(config))
-    from fraiseql_rb import service
+    from fraiseql_rb.targets import service
 
     assert service.check_health(ctx).status is Status.CRITICAL
     restart = service_down.restart(ctx, wait_s=1)

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb.runbooks import discover
+from fraiseql_rb.core.runbooks import discover
 from fraiseql_rb.sandbox import server
 from fraiseql_rb.sandbox.state import Sandbox
 

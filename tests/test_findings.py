@@ -1,6 +1,6 @@
 import json
 
-from fraiseql_rb.findings import FindingsLog, Status, worst
+from fraiseql_rb.core.findings import FindingsLog, Status, worst
 
 
 def test_worst_ranks_unknown_between_warning_and_critical():

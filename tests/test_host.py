@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
-from fraiseql_rb import host, inventory
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import Status
+from fraiseql_rb.checks import host
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Status
 
 
 def local_ctx(**raw) -> RunContext:

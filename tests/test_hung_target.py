@@ -24,10 +24,12 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import database, inventory, postgres, reachability, service
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import Status
+from fraiseql_rb.checks import database
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox.cluster import free_port
+from fraiseql_rb.targets import postgres, reachability, service
 
 LIFETIME_S = 300.0  # a black hole never outlives this, even if a test forgets to stop it
 

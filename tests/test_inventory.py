@@ -1,7 +1,7 @@
 import pytest
 
-from fraiseql_rb import inventory, secrets
-from fraiseql_rb.errors import InventoryError, SecretError
+from fraiseql_rb.core import inventory, secrets
+from fraiseql_rb.core.errors import InventoryError, SecretError
 
 SAMPLE = """
 [targets.prod]

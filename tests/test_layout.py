@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import playbooks
+from fraiseql_rb import incidents
 
-PACKAGE = "fraiseql_rb.playbooks"
-DIRECTORY = Path(playbooks.__file__).resolve().parent
+PACKAGE = "fraiseql_rb.incidents"
+DIRECTORY = Path(incidents.__file__).resolve().parent
 MODULES = sorted(m.name for m in pkgutil.iter_modules([str(DIRECTORY)]))
 
 
@@ -79,8 +79,8 @@ def test_no_playbook_defines_its_own_latest(name):
 @pytest.mark.parametrize("source", [
     "from . import service_down",
     "from .high_error_rate import Window",
-    "from fraiseql_rb.playbooks import memory_leak as m",
-    "import fraiseql_rb.playbooks.database_unavailable",
+    "from fraiseql_rb.incidents import memory_leak as m",
+    "import fraiseql_rb.incidents.database_unavailable",
     "from .. import playbooks",
     "from ..playbooks.service_down import restart",
     "def f():\n    from . import connection_pool_exhaustion as pool\n",
@@ -93,7 +93,7 @@ def test_the_rule_sees_every_way_of_importing_a_sibling(source):
     "from .. import postgres, sampling",
     "from ..context import RunContext",
     "from ..dashboards import board",
-    "import fraiseql_rb.postgres",
+    "import fraiseql_rb.targets.postgres",
 ])
 def test_the_rule_lets_domain_modules_through(source):
     assert not sibling_imports("auth_failures", ast.parse(source))

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import runbooks
-from fraiseql_rb.errors import UsageError
+from fraiseql_rb.core import runbooks
+from fraiseql_rb.core.errors import UsageError
 
 RUNBOOKS = runbooks.discover()
 LOOKBACK = sorted(name for name, rb in RUNBOOKS.items() if "lookback" in rb.parameters)

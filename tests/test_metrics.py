@@ -10,9 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
-from fraiseql_rb import inventory, metrics
-from fraiseql_rb.context import RunContext
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.sandbox.cluster import free_port
+from fraiseql_rb.targets import metrics
 
 RUNBOOK_PAGE = Path(__file__).parent / "data" / "metrics" / "runbook-names.prom"
 

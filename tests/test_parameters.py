@@ -15,8 +15,12 @@ from pathlib import Path
 import papermill
 import pytest
 
-from fraiseql_rb import checklist, inventory, prometheus, runbooks, runner, security_review
-from fraiseql_rb.errors import InventoryError, UsageError
+from fraiseql_rb.core import inventory, runbooks
+from fraiseql_rb.core.errors import InventoryError, UsageError
+from fraiseql_rb.preflight import operational_checklist
+from fraiseql_rb.runner import execute
+from fraiseql_rb.security import review
+from fraiseql_rb.targets import prometheus
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = runbooks.discover()
@@ -166,8 +170,8 @@ def test_floats_are_always_finite(raw):
 def test_formats_are_the_parsers_the_run_uses():
     """A second regex would drift; the format must answer exactly as the run-time parser."""
     assert runbooks.FORMATS["duration"].parse("1h30m") == prometheus.parse_range("1h30m")
-    assert runbooks.FORMATS["month"].parse("2025-02") == security_review.month_window("2025-02")
-    assert runbooks.FORMATS["weekdays"].parse("Sun-Thu") == security_review.parse_work_days(
+    assert runbooks.FORMATS["month"].parse("2025-02") == review.month_window("2025-02")
+    assert runbooks.FORMATS["weekdays"].parse("Sun-Thu") == review.parse_work_days(
         "Sun-Thu")
 
 
@@ -218,7 +222,7 @@ def test_every_notebook_declares_the_inventory_keys_it_needs(name):
 
 def test_the_checklist_phases_are_the_declared_choices():
     phase = RUNBOOKS["operational-checklist"].parameters["phase"]
-    assert phase.constraint.choices == checklist.PHASES
+    assert phase.constraint.choices == operational_checklist.PHASES
 
 
 def test_a_malformed_requires_is_refused(tmp_path):
@@ -238,19 +242,19 @@ def test_a_malformed_requires_is_refused(tmp_path):
 def test_prepare_refuses_a_target_without_a_required_key(tmp_path):
     inv = write_inventory(tmp_path / "inv.toml", fraiseql_url=BOTH["fraiseql_url"])
     with pytest.raises(InventoryError) as caught:
-        runner.prepare("service-health", target="prod", inventory_path=str(inv),
+        execute.prepare("service-health", target="prod", inventory_path=str(inv),
                        output_dir=tmp_path / "reports")
     assert str(caught.value) == (f"inventory {inv}: target 'prod' has no database_url, which "
                                  "runbook 'service-health' needs")
     # a runbook that needs only fraiseql_url runs against it
-    assert runner.prepare("service-down", target="prod", inventory_path=str(inv)).target == "prod"
+    assert execute.prepare("service-down", target="prod", inventory_path=str(inv)).target == "prod"
 
 
 def test_a_secret_reference_counts_as_present(tmp_path):
     inv = tmp_path / "inv.toml"
     inv.write_text('[targets.prod]\nfraiseql_url = "http://127.0.0.1:9"\n'
                    'database_url_env = "PROD_DATABASE_URL"\n')
-    assert runner.prepare("service-health", target="prod", inventory_path=str(inv)).target
+    assert execute.prepare("service-health", target="prod", inventory_path=str(inv)).target
 
 
 # ---- through the real command line -----------------------------------------------------------

@@ -1,4 +1,4 @@
-"""The EXPLAIN (FORMAT JSON) reader (fraiseql_rb.pgplan) on plans from a real PostgreSQL
+"""The EXPLAIN (FORMAT JSON) reader (fraiseql_rb.targets.pgplan) on plans from a real PostgreSQL
 (the pg_cluster fixture, provisioned like the sandbox): the text it renders from the JSON tree
 is PostgreSQL's own text format, and the numbers it reads are the plan's."""
 
@@ -12,8 +12,8 @@ from contextlib import contextmanager
 import psycopg
 import pytest
 
-from fraiseql_rb.pgplan import Plan
 from fraiseql_rb.sandbox.cluster import APP_DB
+from fraiseql_rb.targets.pgplan import Plan
 
 # Plans with the common nodes: scans of every kind, joins of every kind, sorts, aggregates,
 # set operations, InitPlans and SubPlans, CTEs, limits.

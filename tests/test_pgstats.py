@@ -9,8 +9,8 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fraiseql_rb import pgstats, postgres
 from fraiseql_rb.sandbox.cluster import APP_USER
+from fraiseql_rb.targets import pgstats, postgres
 
 
 def _poll(fetch: Callable[[], Any], ok: Callable[[Any], bool], timeout: float = 15) -> Any:

@@ -18,13 +18,14 @@ import psycopg
 import pytest
 from drill_helpers import by_check, diagnosis_of
 
-from fraiseql_rb import inventory, metrics
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import Status
-from fraiseql_rb.playbooks import high_query_latency
-from fraiseql_rb.prometheus import PrometheusClient
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Status
+from fraiseql_rb.incidents import high_query_latency
 from fraiseql_rb.sandbox import cluster as pgcluster
 from fraiseql_rb.sandbox import faults, holder, manager
+from fraiseql_rb.targets import metrics
+from fraiseql_rb.targets.prometheus import PrometheusClient
 
 drill = pytest.mark.drill
 WINDOW = ("-p", "window_s", "10")

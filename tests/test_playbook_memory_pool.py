@@ -13,13 +13,14 @@ import psycopg
 import pytest
 from drill_helpers import by_check, diagnosis_of, findings_of
 
-from fraiseql_rb import inventory, service, target_commands
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import FindingsLog, Status
-from fraiseql_rb.playbooks import connection_pool_exhaustion as pool
-from fraiseql_rb.playbooks import memory_leak
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import FindingsLog, Status
+from fraiseql_rb.incidents import connection_pool_exhaustion as pool
+from fraiseql_rb.incidents import memory_leak
 from fraiseql_rb.sandbox import cluster as pgcluster
 from fraiseql_rb.sandbox import manager
+from fraiseql_rb.targets import commands, service
 
 drill = pytest.mark.drill
 STANDIN = "fraiseql-standin"  # the stand-in's application_name (sandbox/faults.py)
@@ -329,7 +330,7 @@ def test_terminate_statement_is_the_sql_with_its_values():
     ("fraiseql-server-7d9 1/1 Running", None),  # kubectl: no host pid
 ])
 def test_parse_pid(output, pid):
-    assert target_commands.parse_pid(output) == pid
+    assert commands.parse_pid(output) == pid
 
 
 def _memory_ctx(growing: bool, **causes: tuple[Status, dict[str, Any]]) -> RunContext:

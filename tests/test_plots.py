@@ -10,7 +10,7 @@ import matplotlib.colors as mcolors
 import pandas as pd
 import pytest
 
-from fraiseql_rb import capacity, plots, thresholds
+from fraiseql_rb.core import capacity, plots, thresholds
 
 START = datetime(2026, 1, 1, tzinfo=UTC)
 PNG = b"\x89PNG\r\n\x1a\n"

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import pytest
 
-from fraiseql_rb import database, inventory
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import Status
+from fraiseql_rb.checks import database
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox.cluster import APP_USER, SUPERUSER
 
 

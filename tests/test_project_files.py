@@ -60,7 +60,7 @@ def test_readme_lists_every_sandbox_fault():
 
 
 def test_readme_lists_every_runbook():
-    from fraiseql_rb import runbooks
+    from fraiseql_rb.core import runbooks
 
     readme = (REPO / "README.md").read_text()
     for name in runbooks.discover():

@@ -16,11 +16,12 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fraiseql_rb import inventory, prometheus
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.errors import UsageError
-from fraiseql_rb.prometheus import PrometheusClient, PrometheusError
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.sandbox.cluster import free_port
+from fraiseql_rb.targets import prometheus
+from fraiseql_rb.targets.prometheus import PrometheusClient, PrometheusError
 
 pytestmark = pytest.mark.skipif(
     not (shutil.which("prometheus") and shutil.which("promtool")),

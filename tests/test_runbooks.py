@@ -3,8 +3,8 @@ import re
 import nbformat
 import pytest
 
-from fraiseql_rb import paths, runbooks
-from fraiseql_rb.errors import UsageError
+from fraiseql_rb.core import paths, runbooks
+from fraiseql_rb.core.errors import UsageError
 
 
 def test_parameters_cell_types_and_help():

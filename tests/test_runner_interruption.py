@@ -17,8 +17,8 @@ from pathlib import Path
 import psutil
 import pytest
 
-from fraiseql_rb import artifacts
-from fraiseql_rb.findings import ARTIFACT_DIR_MODE, ARTIFACT_FILE_MODE
+from fraiseql_rb.core import artifacts
+from fraiseql_rb.core.findings import ARTIFACT_DIR_MODE, ARTIFACT_FILE_MODE
 
 
 def _start(sandbox, out: Path) -> subprocess.Popen[str]:

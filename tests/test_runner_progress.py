@@ -13,8 +13,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fraiseql_rb import context, paths, progress
-from fraiseql_rb.findings import ARTIFACT_FILE_MODE, Status
+from fraiseql_rb.core import context, paths, progress
+from fraiseql_rb.core.findings import ARTIFACT_FILE_MODE, Status
 
 
 def test_a_run_shows_each_step_and_finding_on_stderr_and_quiet_silences_it(

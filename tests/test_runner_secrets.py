@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from drill_helpers import findings_of
 
-from fraiseql_rb import secrets
+from fraiseql_rb.core import secrets
 from fraiseql_rb.sandbox import server
 from fraiseql_rb.sandbox.state import Sandbox
 
@@ -122,7 +122,7 @@ def test_clean_environment_drops_every_kind_of_secret(monkeypatch):
 
 
 def test_kernel_reads_the_secrets_file_and_deletes_it(tmp_path, monkeypatch):
-    from fraiseql_rb import context
+    from fraiseql_rb.core import context
 
     path = tmp_path / "secrets.json"
     path.write_text(json.dumps(["from-the-runner-file-only"]))

@@ -16,7 +16,7 @@ import httpx
 import psycopg
 import pytest
 
-from fraiseql_rb import inventory
+from fraiseql_rb.core import inventory
 from fraiseql_rb.sandbox import manager
 
 

@@ -21,7 +21,7 @@ import pytest
 from cryptography import x509
 from prometheus_client.parser import text_string_to_metric_families
 
-from fraiseql_rb import tls
+from fraiseql_rb.checks import tls
 from fraiseql_rb.sandbox import faults, holder, processes, server
 from fraiseql_rb.sandbox.state import Sandbox
 

@@ -1,4 +1,4 @@
-from fraiseql_rb import secrets
+from fraiseql_rb.core import secrets
 
 
 def test_registered_value_is_masked_everywhere():

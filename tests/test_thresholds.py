@@ -1,5 +1,5 @@
-"""Thresholds live once, in fraiseql_rb.thresholds.CATALOGUE: the names code imports are derived
-from it, every notebook default that carries one equals it, README's figures and its table
+"""Thresholds live once, in fraiseql_rb.core.thresholds.CATALOGUE: the names code imports are
+derived from it, every notebook default that carries one equals it, README's figures and its table
 agree with it, and no function of the package takes such a limit from a literal."""
 
 from __future__ import annotations
@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import runbooks, thresholds
-from fraiseql_rb.thresholds import CATALOGUE
+from fraiseql_rb.core import runbooks, thresholds
+from fraiseql_rb.core.thresholds import CATALOGUE
 
 REPO = Path(__file__).resolve().parents[1]
 README = REPO / "README.md"

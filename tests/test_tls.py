@@ -1,4 +1,4 @@
-"""fraiseql_rb.tls against real certificates, real TLS servers and a real PostgreSQL cluster.
+"""fraiseql_rb.checks.tls against real certificates, real TLS servers and a real PostgreSQL cluster.
 
 Every certificate is made here with `cryptography` (a CA, good and bad leaves); the live
 endpoint is an `ssl` server in a thread on 127.0.0.1; PostgreSQL comes from pg_fixtures.
@@ -24,9 +24,10 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519, padding, rsa
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
-from fraiseql_rb import inventory, tls
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.findings import Finding, Status
+from fraiseql_rb.checks import tls
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Finding, Status
 from fraiseql_rb.sandbox.cluster import APP_USER, SUPERUSER
 
 NOW = dt.datetime.now(dt.UTC)

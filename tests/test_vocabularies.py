@@ -12,18 +12,19 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import paths, playbooks
-from fraiseql_rb.diagnosis import Vocabulary
+from fraiseql_rb import incidents
+from fraiseql_rb.core import paths
+from fraiseql_rb.core.diagnosis import Vocabulary
 
 REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 CODE = re.compile(r"`([a-z_]+)`")
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(playbooks.__path__))
+MODULES = sorted(m.name for m in pkgutil.iter_modules(incidents.__path__))
 
 
 def _module(name: str):
-    return importlib.import_module(f"fraiseql_rb.playbooks.{name}")
+    return importlib.import_module(f"fraiseql_rb.incidents.{name}")
 
 
 def _notebook(name: str) -> dict:

@@ -25,12 +25,15 @@ import psycopg
 import pypdf
 import pytest
 
-from fraiseql_rb import audit, inventory, security_report, security_review
-from fraiseql_rb.context import RunContext
-from fraiseql_rb.errors import UsageError
-from fraiseql_rb.findings import Status
+from fraiseql_rb.checks import audit
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.errors import UsageError
+from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox import faults, manager
 from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER
+from fraiseql_rb.security import monthly_security_report
+from fraiseql_rb.security import review as security_review
 
 drill = pytest.mark.drill
 US = timedelta(microseconds=1)
@@ -308,7 +311,8 @@ def _pdf_text(path: Path) -> str:
 
 def test_the_pdf_holds_the_exact_totals_and_the_figures(known_db, tmp_path):
     ctx = known_db(tmp_path / "findings.json")
-    report = security_report.begin(ctx, MONTH, top_n=3, now=datetime(2026, 3, 10, tzinfo=UTC))
+    report = monthly_security_report.begin(ctx, MONTH, top_n=3,
+                                          now=datetime(2026, 3, 10, tzinfo=UTC))
     report.check_totals()
     report.type_plot()
     report.daily_plot()
@@ -330,7 +334,7 @@ def test_the_pdf_holds_the_exact_totals_and_the_figures(known_db, tmp_path):
     assert "198.51.100.7" in text and "u2" in text
     # without an artifact directory there is no PDF, and the run says so
     ctx = known_db()
-    report = security_report.begin(ctx, MONTH, now=datetime(2026, 3, 10, tzinfo=UTC))
+    report = monthly_security_report.begin(ctx, MONTH, now=datetime(2026, 3, 10, tzinfo=UTC))
     assert report.write_pdf().status is Status.INFO
 
 
@@ -440,7 +444,7 @@ def test_monthly_report_pdf_holds_the_months_totals(healthy_sandbox):
     checks = by_check(data)
     assert checks["security.monthly_totals"]["evidence"]["totals"] == totals
     assert checks["security.monthly_totals"]["evidence"]["all_events"] == everything
-    for policy in security_report.POLICIES:
+    for policy in monthly_security_report.POLICIES:
         assert checks[f"compliance.{policy.key}"]["status"] in ("ok", "info"), policy.key
     assert checks["compliance.error_redaction"]["status"] == "info"  # v2 server config
     assert checks["security.report_pdf"]["status"] == "ok"
@@ -451,7 +455,7 @@ def test_monthly_report_pdf_holds_the_months_totals(healthy_sandbox):
     for kind, count in totals.items():
         assert f"{kind} {count:,}" in text
     assert f"all audit events {everything:,}" in text
-    for policy in security_report.POLICIES:
+    for policy in monthly_security_report.POLICIES:
         assert policy.title in text
     html = (artifact / "monthly-security-report.html").read_text()
     assert html.count("<img") >= 2

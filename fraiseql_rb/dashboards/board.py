@@ -34,12 +34,14 @@ import pandas as pd
 from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullLocator
 
-from .. import config, metrics, plots, progress, prometheus, secrets, thresholds
-from ..context import RunContext, describe_error
-from ..errors import UsageError
-from ..findings import Finding, Status
+from fraiseql_rb.checks import config
+from fraiseql_rb.core import plots, progress, secrets, thresholds
+from fraiseql_rb.core.context import RunContext, describe_error
+from fraiseql_rb.core.errors import UsageError
+from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.targets import metrics, prometheus
+from fraiseql_rb.targets.prometheus import JOB, Series
 
-JOB = "fraiseql"  # the Prometheus job scraping FraiseQL (runbook §3.2: up{job="fraiseql"})
 # An imported history has one point per 5 minutes: rate() needs two points per window, and
 # 15 minutes also outlasts the `for:` of the runbook's latency and pool alerts (5 min).
 MIN_RATE_WINDOW_S = 900
@@ -57,41 +59,6 @@ DB_ERRORS_PER_S = thresholds.DB_ERRORS_PER_S_MAX
 
 PROMETHEUS = "prometheus"
 DIRECT = "direct samples"
-
-
-# -- concepts resolved against Prometheus -----------------------------------------------------
-
-@dataclass(frozen=True)
-class Series:
-    """A catalog concept found in Prometheus: the name held there and the job's matchers."""
-
-    concept: str
-    name: str  # the base name (histograms: without _bucket)
-    kind: str
-    matchers: str  # 'job="fraiseql",status="error"', ready for {...}
-    vocabulary: str
-    approximate: bool
-    note: str
-
-    def selector(self, suffix: str = "", extra: str = "") -> str:
-        inner = ",".join(m for m in (self.matchers, extra) if m)
-        return f"{self.name}{suffix}{{{inner}}}"
-
-    @classmethod
-    def find(cls, names: set[str], which: str, job: str) -> Series | None:
-        """The first name of a concept that Prometheus holds for the job, in catalog order
-        (`metrics.resolve` over the names), with the job's and the catalog's matchers."""
-        res = metrics.resolve(names, which)
-        if res is None:
-            return None
-        matchers = [f'job="{_quote(job)}"'] + [
-            f'{k}{op}"{_quote(v)}"' for k, op, v in res.ref.matchers]
-        return cls(res.concept.name, res.name, res.kind, ",".join(matchers), res.vocabulary,
-                   res.approximate, res.note)
-
-
-def _quote(value: str) -> str:
-    return value.replace("\\", "\\\\").replace('"', '\\"')
 
 
 # -- signals: one line (or bar) of a panel ---------------------------------------------------
@@ -228,7 +195,9 @@ class Up(Signal):
     history has none."""
 
     def promql(self, board: Board) -> str | None:
-        return f'max(up{{job="{_quote(board.job)}"}})' if "up" in board.names else None
+        if "up" not in board.names:
+            return None
+        return f'max(up{{job="{prometheus.quote_label(board.job)}"}})'
 
     def direct(self, board: Board, pair: tuple[metrics.Scrape, metrics.Scrape]) -> Reading:
         return Reading(1.0)
@@ -535,7 +504,7 @@ def open_board(run: RunContext, lookback: str = "24h", *, job: str = JOB,
 def _coverage(client: prometheus.PrometheusClient, board: Board) -> dict[str, Any]:
     """Which series names the job has over the range (one instant query) and how much of the
     range they cover (one range query counting the job's series per step)."""
-    job = f'{{job="{_quote(board.job)}"}}'
+    job = f'{{job="{prometheus.quote_label(board.job)}"}}'
     span = f"{max(1, int(board.span.total_seconds()))}s"
     found = client.query(f"count by (__name__) (last_over_time({job}[{span}]))", board.end)
     names = sorted({s.labels["__name__"] for s in found if s.labels.get("__name__")})
@@ -584,12 +553,6 @@ def _record_source(board: Board, reason: str, status: Status) -> Finding:
 
 
 # -- threshold lines from the runbook ---------------------------------------------------------
-
-def latency_lines(warning_s: float, critical_s: float) -> list[plots.ThresholdLine]:
-    """§6.1 scale up when P95 > 2 s (warning); §3.2 HighQueryLatency at P99 > 5 s."""
-    return [plots.ThresholdLine(warning_s, f"§6.1 P95 > {warning_s:g} s", "warning"),
-            plots.ThresholdLine(critical_s, f"§3.2 P99 > {critical_s:g} s", "critical")]
-
 
 def pool_lines(pool_max: float, warning: float, critical: float = POOL_ALERT_SHARE
                ) -> list[plots.ThresholdLine]:

@@ -40,8 +40,11 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import capacity, host, pgstats, plots, postgres, prometheus, target_commands, thresholds
-from ..findings import Finding, Status
+from fraiseql_rb.checks import host
+from fraiseql_rb.core import capacity, plots, thresholds
+from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.targets import commands, pgstats, postgres, prometheus
+
 from .board import (
     POOL_ALERT_SHARE,
     PROMETHEUS,
@@ -119,8 +122,8 @@ def server_pid(board: Board) -> tuple[int | None, str]:
         return None, "the target has no status_command"
     if not host.is_local(target.fraiseql_url):
         return None, "the server does not run on this machine"
-    result = target_commands.run(board.run, "status_command", timeout_s=15)
-    pid = target_commands.parse_pid(result.stdout)
+    result = commands.run(board.run, "status_command", timeout_s=15)
+    pid = commands.parse_pid(result.stdout)
     if pid is None:
         return None, "status_command printed no pid (Main PID: N, MainPID=N, \"Pid\": N)"
     if not Path(f"/proc/{pid}/status").is_file():

@@ -19,8 +19,10 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import pgstats, plots, postgres, thresholds
-from ..findings import Finding, Status
+from fraiseql_rb.core import plots, thresholds
+from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.targets import pgstats, postgres
+
 from .board import (
     CACHE_HIT_FLOOR,
     POOL_ALERT_SHARE,

@@ -24,8 +24,11 @@ from urllib.parse import urlsplit
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import plots, reachability, tls
-from ..findings import Finding, Status
+from fraiseql_rb.checks import tls
+from fraiseql_rb.core import plots
+from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.targets import reachability
+
 from .board import (
     LATENCY_CRITICAL_S,
     LATENCY_WARNING_S,
@@ -35,7 +38,6 @@ from .board import (
     Verdicts,
     board_check,
     judge_latency,
-    latency_lines,
     safe_figure,
 )
 
@@ -59,7 +61,8 @@ def duration_figure(board: Board, warning_s: float = LATENCY_WARNING_S,
                     critical_s: float = LATENCY_CRITICAL_S) -> Figure:
     """HTTP request duration p50/p95/p99 as the server measures it (log scale)."""
     return board.figure(board.panel(DURATION), title="HTTP request duration",
-                        ylabel="duration (s)", thresholds=latency_lines(warning_s, critical_s),
+                        ylabel="duration (s)",
+                        thresholds=plots.latency_lines(warning_s, critical_s),
                         si_unit="s", log=True)
 
 

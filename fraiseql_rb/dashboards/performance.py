@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from .. import plots
-from ..findings import Finding, Status
+from fraiseql_rb.core import plots
+from fraiseql_rb.core.findings import Finding, Status
+
 from .board import (
     CACHE_HIT_FLOOR,
     LATENCY_CRITICAL_S,
@@ -27,7 +28,6 @@ from .board import (
     fmt_time,
     how_read,
     judge_latency,
-    latency_lines,
     level,
     no_data,
     safe_figure,
@@ -51,7 +51,8 @@ def latency_figure(board: Board, warning_s: float = WARNING_S,
                    critical_s: float = CRITICAL_S) -> Figure:
     """GraphQL p50/p95/p99 (log scale) with §6.1's 2 s and §3.2's 5 s lines."""
     return board.figure(board.panel(LATENCY), title="GraphQL query latency", ylabel="latency (s)",
-                        thresholds=latency_lines(warning_s, critical_s), si_unit="s", log=True)
+                        thresholds=plots.latency_lines(warning_s, critical_s), si_unit="s",
+                        log=True)
 
 
 @board_check("dashboard.latency")
@@ -74,7 +75,8 @@ def db_latency_figure(board: Board, warning_s: float = WARNING_S,
     """PostgreSQL query p50/p95/p99 as the server measures them, against the same lines: a
     database query above them alone breaks the GraphQL targets."""
     return board.figure(board.panel(DB_LATENCY), title="Database query duration",
-                        ylabel="duration (s)", thresholds=latency_lines(warning_s, critical_s),
+                        ylabel="duration (s)",
+                        thresholds=plots.latency_lines(warning_s, critical_s),
                         si_unit="s", log=True)
 
 

@@ -18,8 +18,10 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .. import plots, postgres
-from ..findings import Finding, Status
+from fraiseql_rb.core import plots
+from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.targets import postgres
+
 from .board import PROMETHEUS, Board, Rate, board_check, fmt_time, no_data, records, safe_figure
 
 AUDIT_TABLE = "fraiseql_audit_logs"  # runbook §8.1

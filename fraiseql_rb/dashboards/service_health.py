@@ -11,8 +11,9 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from .. import plots
-from ..findings import Finding, Status
+from fraiseql_rb.core import plots
+from fraiseql_rb.core.findings import Finding, Status
+
 from .board import (
     DB_ERRORS_PER_S,
     PROMETHEUS,

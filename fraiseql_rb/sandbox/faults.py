@@ -36,8 +36,9 @@ import psycopg
 from cryptography import x509
 from psycopg import sql
 
-from .. import tls
-from ..errors import UsageError
+from fraiseql_rb.checks import tls
+from fraiseql_rb.core.errors import UsageError
+
 from . import audit_data, holder, server
 from . import cluster as pgcluster
 from .state import Sandbox, SandboxError, progress

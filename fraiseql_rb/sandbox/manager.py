@@ -17,8 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..errors import UsageError
-from ..findings import isoformat, utcnow
+from fraiseql_rb.core.errors import UsageError
+from fraiseql_rb.core.findings import isoformat, utcnow
+
 from . import cluster as pgcluster
 from . import processes, prometheus, redis_server, server, traffic
 from .faults import FAULTS, heal, inject

@@ -40,8 +40,9 @@ from urllib.parse import urlsplit
 import httpx
 import yaml
 
-from ..errors import RunbookError
-from ..paths import PACKAGE_DIR
+from fraiseql_rb.core.errors import RunbookError
+from fraiseql_rb.core.paths import PACKAGE_DIR
+
 from .standin.metrics import _BUCKET_BOUNDS_US, _BUCKET_LABELS
 
 JOB = "fraiseql"

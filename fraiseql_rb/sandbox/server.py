@@ -15,9 +15,10 @@ from typing import Any
 
 import httpx
 
-from .. import secrets
-from ..errors import UsageError
-from ..findings import isoformat, utcnow
+from fraiseql_rb.core import secrets
+from fraiseql_rb.core.errors import UsageError
+from fraiseql_rb.core.findings import isoformat, utcnow
+
 from . import cluster as pgcluster
 from . import processes
 from .state import Sandbox, SandboxError

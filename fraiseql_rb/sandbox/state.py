@@ -23,8 +23,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import paths, secrets
-from ..errors import RunbookError, UsageError
+from fraiseql_rb.core import paths, secrets
+from fraiseql_rb.core.errors import RunbookError, UsageError
+
 from . import cluster as pgcluster
 from . import processes
 

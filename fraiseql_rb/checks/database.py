@@ -1,0 +1,231 @@
+"""Database checks over the target's `database_url`, read-only (see `postgres`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+
+from fraiseql_rb.core import thresholds
+from fraiseql_rb.core.context import RunContext, check
+from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.targets import postgres
+
+
+@check("database.reachable")
+def check_reachable(ctx: RunContext) -> Finding:
+    """§1.2 `psql ... -c "SELECT 1"`, as the application role the server uses."""
+    url = ctx.target.database_url()
+    try:
+        info = postgres.server_info(url)
+    except postgres.ConnectionSkipped as exc:
+        return ctx.record_skipped("database.reachable", exc.timeout)
+    except postgres.ConnectionFailed as exc:
+        return ctx.result(Status.CRITICAL,
+                          f"cannot connect to PostgreSQL as the application role: {exc}",
+                          {"database": postgres.url_database(url), "error": str(exc)},
+                          "run the database-unavailable playbook")
+    evidence = {"database": info.database, "user": info.user, "connect_ms": info.connect_ms,
+                "ssl": info.ssl, "connections": info.connections,
+                "max_connections": info.max_connections}
+    return ctx.result(Status.OK,
+                      f"connected to {info.database} as {info.user} in {info.connect_ms} ms"
+                      f"{' over TLS' if info.ssl else ''}", evidence)
+
+
+@check("database.version")
+def check_version(ctx: RunContext,
+                  minimum: int = int(thresholds.POSTGRES_MIN_VERSION.critical),
+                  recommended: int = int(thresholds.POSTGRES_MIN_VERSION.warning)) -> Finding:
+    """§1.1: PostgreSQL 10+ for SCRAM-SHA-256, 11+ for SCRAM-SHA-256-PLUS."""
+    info = postgres.server_info(ctx.target.database_url())
+    evidence = {"version": info.version, "major": info.major, "minimum": minimum,
+                "recommended": recommended}
+    if info.major < minimum:
+        return ctx.result(Status.CRITICAL,
+                          f"PostgreSQL {info.major} is below the supported {minimum}", evidence,
+                          "upgrade PostgreSQL before deploying FraiseQL")
+    if info.major < recommended:
+        return ctx.result(Status.WARNING,
+                          f"PostgreSQL {info.major}: SCRAM-SHA-256-PLUS needs {recommended}+",
+                          evidence, "plan an upgrade to PostgreSQL 11 or later")
+    return ctx.result(Status.OK, f"PostgreSQL {info.major}", evidence)
+
+
+@check("database.role_grants")
+def check_role_grants(ctx: RunContext) -> Finding:
+    """§2.1 step 1: CONNECT on the database, USAGE on public, ALL on its tables."""
+    url = ctx.target.database_url()
+    role = postgres.url_user(url)
+    with postgres.connect(url) as conn:
+        grants = postgres.role_grants(conn, role)
+    missing = grants["missing_table_privileges"]
+    table = pd.DataFrame(missing) if missing else None
+    evidence: dict[str, Any] = {
+        "role": role, "connect": grants["can_connect"], "schema_usage": grants["schema_usage"],
+        "tables": grants["tables"], "missing_table_privileges": len(missing),
+    }
+    if not grants["can_connect"] or not grants["schema_usage"]:
+        lacking = [name for name, ok in (("CONNECT on the database", grants["can_connect"]),
+                                         ("USAGE on schema public", grants["schema_usage"]))
+                   if not ok]
+        return ctx.result(Status.CRITICAL,
+                          f"role {role} lacks {' and '.join(lacking)}", evidence,
+                          "apply the grants of runbook §2.1 step 1", table=table)
+    if missing:
+        tables = sorted({m["table"] for m in missing})
+        return ctx.result(Status.WARNING,
+                          f"role {role} lacks {len(missing)} table privileges on "
+                          f"{len(tables)} tables", evidence | {"tables_affected": tables[:20]},
+                          "GRANT ALL ON ALL TABLES IN SCHEMA public TO the role (§2.1 step 1)",
+                          table=table)
+    return ctx.result(Status.OK,
+                      f"role {role} has CONNECT, USAGE on public and ALL on "
+                      f"{grants['tables']} tables", evidence)
+
+
+def _admin_url(ctx: RunContext) -> str | None:
+    """A privileged URL for checks that need superuser views; None when not configured."""
+    if ctx.target.get("admin_database_url"):
+        return ctx.target.database_url("admin_database")
+    return None
+
+
+@check("database.password_encryption")
+def check_password_encryption(ctx: RunContext) -> Finding:
+    """§1.1: SCRAM-SHA-256. With md5, new passwords are stored as MD5 hashes."""
+    with postgres.connect(ctx.target.database_url()) as conn:
+        value = postgres.one(conn, postgres.PASSWORD_ENCRYPTION_SQL)["value"]
+    evidence = {"password_encryption": value}
+    if value != "scram-sha-256":
+        return ctx.result(Status.CRITICAL,
+                          f"password_encryption is {value}: new passwords are not stored as "
+                          "SCRAM-SHA-256 (§1.1)", evidence,
+                          "ALTER SYSTEM SET password_encryption = 'scram-sha-256'; reload; "
+                          "then reset every login role's password")
+    return ctx.result(Status.OK,
+                      "password_encryption is scram-sha-256", evidence)
+
+
+@check("database.role_passwords")
+def check_role_passwords(ctx: RunContext) -> Finding:
+    """Login roles whose stored password is not SCRAM (needs `admin_database_url`)."""
+    url = _admin_url(ctx)
+    if url is None:
+        return ctx.result(Status.UNKNOWN,
+                          "not checked: reading stored passwords needs a privileged "
+                          "connection, and the target has no admin_database_url", {},
+                          "add admin_database_url (with admin_database_password_env/_file)")
+    with postgres.connect(url) as conn:
+        found = postgres.rows(conn, postgres.LOGIN_ROLE_PASSWORDS_SQL)
+    weak = [r for r in found if r["stored_as"] in ("md5", "plaintext")]
+    table = pd.DataFrame(found)
+    evidence = {"login_roles": len(found), "not_scram": [r["role"] for r in weak]}
+    if weak:
+        return ctx.result(Status.CRITICAL,
+                          f"{len(weak)} login role(s) with a non-SCRAM password: "
+                          + ", ".join(f"{r['role']} ({r['stored_as']})" for r in weak),
+                          evidence, "with password_encryption=scram-sha-256, reset each "
+                          "listed role's password (\\password in psql)", table=table)
+    return ctx.result(Status.OK,
+                      f"all {len(found)} login roles use SCRAM-SHA-256 or no password",
+                      evidence, table=table)
+
+
+HBA_SEVERITY = {"trust": Status.CRITICAL, "password": Status.CRITICAL, "md5": Status.WARNING}
+
+
+@check("database.hba")
+def check_hba(ctx: RunContext) -> Finding:
+    """pg_hba.conf: trust or cleartext password on host lines is critical, md5 a warning."""
+    url = _admin_url(ctx)
+    if url is None:
+        return ctx.result(Status.UNKNOWN,
+                          "not checked: pg_hba_file_rules needs a privileged connection, and "
+                          "the target has no admin_database_url", {},
+                          "add admin_database_url to the inventory")
+    with postgres.connect(url) as conn:
+        rules = postgres.rows(conn, postgres.HBA_RULES_SQL)
+    problems = []
+    for rule in rules:
+        if rule["error"]:
+            problems.append((Status.CRITICAL, rule, f"line {rule['line_number']} is rejected "
+                             f"by the server: {rule['error']}"))
+        elif str(rule["type"]).startswith("host") and rule["auth_method"] in HBA_SEVERITY:
+            problems.append((HBA_SEVERITY[rule["auth_method"]], rule,
+                             f"line {rule['line_number']}: {rule['type']} "
+                             f"{rule['address'] or ''} uses {rule['auth_method']}"))
+    table = pd.DataFrame(rules).drop(columns=["netmask"], errors="ignore")
+    evidence = {"rules": len(rules), "problems": [text for _, _, text in problems]}
+    if not problems:
+        return ctx.result(Status.OK,
+                          f"{len(rules)} pg_hba rules, none with trust, password or md5 on "
+                          "network lines", evidence, table=table)
+    status = Status.CRITICAL if any(s is Status.CRITICAL for s, _, _ in problems) else \
+        Status.WARNING
+    return ctx.result(status, "; ".join(text for _, _, text in problems),
+                      evidence, "use scram-sha-256 on every host line of pg_hba.conf, fix "
+                      "rejected lines, then reload", table=table)
+
+
+@check("database.exists")
+def check_database_exists(ctx: RunContext) -> Finding:
+    """§4.2 step 3: `SELECT datname FROM pg_database WHERE datname='fraiseql'`."""
+    url = ctx.target.database_url()
+    name = postgres.url_database(url)
+    with postgres.connect(_admin_url(ctx) or url) as conn:
+        found = postgres.rows(conn, postgres.DATABASE_EXISTS_SQL, {"name": name})
+    if found:
+        return ctx.result(Status.OK, f"database {name} exists",
+                          {"database": name})
+    return ctx.result(Status.CRITICAL, f"database {name} does not exist",
+                      {"database": name}, "create it (§2.1 step 1) or fix database_url")
+
+
+@check("database.wal_archiving")
+def check_wal_archiving(ctx: RunContext) -> Finding:
+    """§5.1 continuous WAL archiving: on, with a command, and not failing."""
+    with postgres.connect(_admin_url(ctx) or ctx.target.database_url()) as conn:
+        row = postgres.one(conn, postgres.ARCHIVING_SQL)
+    evidence = dict(row)
+    if row["archive_mode"] not in ("on", "always"):
+        return ctx.result(Status.CRITICAL,
+                          f"archive_mode is {row['archive_mode']}: no continuous WAL archive, "
+                          "so point-in-time recovery is impossible (§5.1)", evidence,
+                          "set archive_mode=on and archive_command (needs a restart)")
+    if not row["archive_command"] or row["archive_command"] == "(disabled)":
+        return ctx.result(Status.CRITICAL,
+                          "archive_mode is on but archive_command is empty: WAL piles up "
+                          "in pg_wal", evidence, "set archive_command (§5.1) and reload")
+    failed_at, archived_at = row["last_failed_time"], row["last_archived_time"]
+    if failed_at and (archived_at is None or failed_at > archived_at):
+        return ctx.result(Status.CRITICAL,
+                          f"archiving is failing: last failure {row['last_failed_wal']} at "
+                          f"{failed_at:%Y-%m-%d %H:%M:%S}Z, {row['failed_count']} failures",
+                          evidence, "read the PostgreSQL log for archive_command errors; "
+                          "check the archive directory's space and permissions")
+    return ctx.result(Status.OK,
+                      f"archiving on, {row['archived_count']} segments archived, "
+                      f"{row['failed_count']} failures", evidence)
+
+
+@check("database.replication")
+def check_replication(ctx: RunContext) -> Finding:
+    """§1.1 "Streaming replication for HA": required when the target says it is HA."""
+    ha = bool(ctx.target.get("ha")) or bool(ctx.target.get("replica_database_url"))
+    with postgres.connect(_admin_url(ctx) or ctx.target.database_url()) as conn:
+        replicas = postgres.rows(conn, postgres.REPLICATION_SQL)
+    evidence = {"ha": ha, "replicas": replicas}
+    table = pd.DataFrame(replicas) if replicas else None
+    streaming = [r for r in replicas if r["state"] == "streaming"]
+    if streaming:
+        return ctx.result(Status.OK,
+                          f"{len(streaming)} replica(s) streaming", evidence, table=table)
+    if ha:
+        return ctx.result(Status.CRITICAL,
+                          "the target is HA but no replica is streaming from this primary",
+                          evidence, "check the replica's primary_conninfo and its log",
+                          table=table)
+    return ctx.result(Status.INFO,
+                      "no streaming replica (the target is not marked HA; §1.1 recommends "
+                      "one for production)", evidence)

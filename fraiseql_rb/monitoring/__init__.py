@@ -1,0 +1,1 @@
+"""Runbook §3: one module per notebook under notebooks/monitoring/."""

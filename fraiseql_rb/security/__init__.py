@@ -1,0 +1,1 @@
+"""Runbook §8.1: the daily, weekly and monthly security reviews, one module per notebook."""

@@ -1,0 +1,191 @@
+"""PostgreSQL statistics for the database and capacity dashboards (§9.2), as DataFrames.
+
+Each function runs ONE read-only query (its SQL is the constant just above it) and returns
+its rows as a frame, columns named even when there are no rows, so a dashboard cell can
+plot or tabulate it directly. `source` is a database URL (a read-only session with timeouts
+is opened and closed, see `postgres.connect`) or an open connection, to share one session
+across a dashboard's queries.
+
+The counters behind them are cumulative since the last statistics reset, and the activity
+view shows other roles' sessions only in part unless the role has pg_read_all_stats: what a
+dashboard shows is what this role may see.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pandas as pd
+import psycopg
+from psycopg.rows import tuple_row
+
+from fraiseql_rb.targets import postgres
+
+Source = str | psycopg.Connection
+
+
+def _frame(source: Source, query: str, params: dict[str, Any] | None = None) -> pd.DataFrame:
+    """Run one query and keep the column names even for an empty result."""
+    if isinstance(source, str):
+        with postgres.connect(source) as conn:
+            return _frame(conn, query, params)
+    with source.cursor(row_factory=tuple_row) as cur:
+        cur.execute(query, params)
+        columns = [col.name for col in cur.description or []]
+        return pd.DataFrame(cur.fetchall(), columns=columns)
+
+
+def _limit(limit: int | None) -> int | None:
+    """LIMIT NULL is LIMIT ALL in PostgreSQL: None means every row."""
+    if limit is not None and (not isinstance(limit, int) or limit < 1):
+        raise ValueError(f"limit must be a positive integer or None, not {limit!r}")
+    return limit
+
+
+# pg_database_size needs CONNECT on that database (or pg_read_all_stats); a database this role
+# may not size shows NULL instead of failing the whole query.
+DATABASE_SIZES_SQL = """
+SELECT d.datname AS database,
+       CASE WHEN has_database_privilege(d.datname, 'CONNECT')
+                 OR pg_has_role('pg_read_all_stats', 'MEMBER')
+            THEN pg_database_size(d.datname) END AS size_bytes,
+       d.datname = current_database() AS current
+FROM pg_database d
+WHERE d.datallowconn AND NOT d.datistemplate
+ORDER BY size_bytes DESC NULLS LAST, database
+"""
+
+
+def database_sizes(source: Source) -> pd.DataFrame:
+    """Size on disk of every (non-template) database: database, size_bytes, current."""
+    return _frame(source, DATABASE_SIZES_SQL)
+
+
+# heap is the main fork; toast_bytes is the rest of pg_table_size (TOAST, free-space and
+# visibility maps). reltuples is -1 before the first ANALYZE, shown as NULL.
+TABLE_SIZES_SQL = """
+SELECT n.nspname AS schema, c.relname AS "table",
+       pg_total_relation_size(c.oid) AS total_bytes,
+       pg_relation_size(c.oid) AS heap_bytes,
+       pg_indexes_size(c.oid) AS index_bytes,
+       pg_table_size(c.oid) - pg_relation_size(c.oid) AS toast_bytes,
+       NULLIF(c.reltuples, -1)::bigint AS rows_estimate
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema')
+ORDER BY total_bytes DESC, schema, "table"
+LIMIT %(limit)s
+"""
+
+
+def table_sizes(source: Source, limit: int | None = 20) -> pd.DataFrame:
+    """The largest tables by total size (heap + indexes + TOAST): what grows the disk."""
+    return _frame(source, TABLE_SIZES_SQL, {"limit": _limit(limit)})
+
+
+INDEX_SIZES_SQL = """
+SELECT s.schemaname AS schema, s.relname AS "table", s.indexrelname AS index,
+       pg_relation_size(s.indexrelid) AS size_bytes,
+       s.idx_scan AS scans,
+       i.indisunique AS "unique", i.indisprimary AS "primary"
+FROM pg_stat_user_indexes s
+JOIN pg_index i ON i.indexrelid = s.indexrelid
+ORDER BY size_bytes DESC, schema, index
+LIMIT %(limit)s
+"""
+
+
+def index_sizes(source: Source, limit: int | None = 20) -> pd.DataFrame:
+    """The largest indexes, with how often each is scanned (a big index never scanned is a
+    candidate to drop, unless it enforces uniqueness)."""
+    return _frame(source, INDEX_SIZES_SQL, {"limit": _limit(limit)})
+
+
+CACHE_HIT_BY_DATABASE_SQL = """
+SELECT s.datname AS database, s.blks_hit, s.blks_read,
+       s.blks_hit::float8 / NULLIF(s.blks_hit + s.blks_read, 0) AS hit_ratio,
+       s.datname = current_database() AS current,
+       s.stats_reset
+FROM pg_stat_database s
+JOIN pg_database d ON d.datname = s.datname
+WHERE NOT d.datistemplate
+ORDER BY s.blks_hit + s.blks_read DESC, database
+"""
+
+
+def cache_hit_by_database(source: Source) -> pd.DataFrame:
+    """Shared-buffer hit ratio per database since the last stats reset (NULL before any
+    read); below ~0.99 on an OLTP database the working set no longer fits in memory."""
+    return _frame(source, CACHE_HIT_BY_DATABASE_SQL)
+
+
+CACHE_HIT_BY_TABLE_SQL = """
+SELECT schemaname AS schema, relname AS "table",
+       heap_blks_hit, heap_blks_read,
+       coalesce(idx_blks_hit, 0) AS idx_blks_hit, coalesce(idx_blks_read, 0) AS idx_blks_read,
+       (heap_blks_hit + coalesce(idx_blks_hit, 0))::float8
+         / NULLIF(heap_blks_hit + heap_blks_read
+                  + coalesce(idx_blks_hit, 0) + coalesce(idx_blks_read, 0), 0) AS hit_ratio,
+       heap_blks_hit::float8 / NULLIF(heap_blks_hit + heap_blks_read, 0) AS heap_hit_ratio,
+       idx_blks_hit::float8 / NULLIF(idx_blks_hit + idx_blks_read, 0) AS index_hit_ratio
+FROM pg_statio_user_tables
+ORDER BY heap_blks_read + coalesce(idx_blks_read, 0) DESC,
+         heap_blks_hit + coalesce(idx_blks_hit, 0) DESC, schema, "table"
+LIMIT %(limit)s
+"""
+
+
+def cache_hit_by_table(source: Source, limit: int | None = 20) -> pd.DataFrame:
+    """Hit ratio per table (heap and indexes), the tables reading most from disk first."""
+    return _frame(source, CACHE_HIT_BY_TABLE_SQL, {"limit": _limit(limit)})
+
+
+VACUUM_STATS_SQL = """
+SELECT schemaname AS schema, relname AS "table",
+       n_live_tup AS live_tuples, n_dead_tup AS dead_tuples,
+       n_dead_tup::float8 / NULLIF(n_live_tup + n_dead_tup, 0) AS dead_ratio,
+       n_mod_since_analyze AS modified_since_analyze,
+       GREATEST(last_vacuum, last_autovacuum) AS last_vacuumed,
+       GREATEST(last_analyze, last_autoanalyze) AS last_analyzed,
+       last_vacuum, last_autovacuum, last_analyze, last_autoanalyze,
+       vacuum_count, autovacuum_count, analyze_count, autoanalyze_count
+FROM pg_stat_user_tables
+ORDER BY n_dead_tup DESC, schema, "table"
+LIMIT %(limit)s
+"""
+
+
+def vacuum_stats(source: Source, limit: int | None = 20) -> pd.DataFrame:
+    """Dead tuples and the last (auto)vacuum and analyze per table, most dead tuples first:
+    bloat and stale planner statistics both start here."""
+    return _frame(source, VACUUM_STATS_SQL, {"limit": _limit(limit)})
+
+
+# Client backends only: they are what max_connections limits. Without pg_read_all_stats a
+# session of another role shows only its pid, user and database (backend_type, state and
+# client address are NULL): such a row with a user and a database is counted as a client
+# (background workers have neither; a rare parallel worker may slip in) with state
+# `not visible`. Unix-socket clients are `local`.
+CONNECTIONS_SQL = """
+SELECT coalesce(a.state, 'not visible') AS state,
+       coalesce(NULLIF(a.application_name, ''), '(none)') AS application,
+       CASE WHEN a.client_addr IS NOT NULL THEN host(a.client_addr)
+            WHEN a.backend_type IS NULL THEN 'not visible' ELSE 'local' END AS client_addr,
+       a.usename AS "user", a.datname AS database,
+       count(*) AS connections,
+       max(EXTRACT(EPOCH FROM now() - a.state_change))::float8 AS longest_in_state_s,
+       current_setting('max_connections')::int AS max_connections,
+       current_setting('superuser_reserved_connections')::int AS reserved_connections
+FROM pg_stat_activity a
+WHERE a.backend_type = 'client backend'
+   OR (a.backend_type IS NULL AND a.usesysid IS NOT NULL AND a.datname IS NOT NULL)
+GROUP BY 1, 2, 3, 4, 5
+ORDER BY connections DESC, state, application, client_addr
+"""
+
+
+def connections(source: Source) -> pd.DataFrame:
+    """Client connections grouped by state, application, client address, user and database,
+    each row with `max_connections` so usage against capacity is one division away."""
+    return _frame(source, CONNECTIONS_SQL)
