@@ -24,6 +24,7 @@ import pytest
 # This file sits at the repository root so that it serves both tests/ and notebooks/ (nbval);
 # the PostgreSQL fixtures live in tests/pg_fixtures.py.
 sys.path.insert(0, str(Path(__file__).resolve().parent / "tests"))
+import nbval_parameters  # noqa: E402
 from pg_fixtures import *  # noqa: E402, F403 - fixtures: pg_cluster, make_cluster
 
 from fraiseql_rb.sandbox import manager
@@ -141,15 +142,29 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.add_marker(pytest.mark.unit)
 
 
+_nbval_env: dict[str, str] = {}
+
+
 @pytest.hookimpl(tryfirst=True)
 def pytest_runtest_setup(item: pytest.Item) -> None:
     """nbval's kernel starts with the notebook's first cell and cannot take fixtures: start
-    this worker's sandbox before it, so the kernel inherits the sandbox's inventory."""
+    this worker's sandbox before it, so the kernel inherits the sandbox's inventory, and give
+    it the short sampling windows of `nbval_parameters` (never to the kernels of runs that
+    other tests start: they say their parameters themselves)."""
     if _is_notebook(item):
         live_sandbox()
+        if not _nbval_env:
+            _nbval_env.update(nbval_parameters.install(
+                Path(tempfile.mkdtemp(prefix="fraiseql-rb-test-ipython-"))))
+        os.environ.update(_nbval_env)
+    else:
+        for key in _nbval_env:
+            os.environ.pop(key, None)
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    if "IPYTHONDIR" in _nbval_env:
+        shutil.rmtree(_nbval_env["IPYTHONDIR"], ignore_errors=True)
     if _live is not None:
         manager.down(_live.root, purge=True)
         shutil.rmtree(_live.reports, ignore_errors=True)

@@ -17,7 +17,7 @@ from typing import Any
 import pytest
 
 from fraiseql_rb.sandbox.cluster import APP_USER, Cluster
-from fraiseql_rb.sandbox.pgbin import PgBinariesNotFound, pg_bindir
+from fraiseql_rb.targets.pgbin import PgBinariesNotFound, pg_bindir
 
 __all__ = [
     "AuditSpec",

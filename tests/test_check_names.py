@@ -14,9 +14,6 @@ from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.findings import Status
 
 PACKAGE = Path(__file__).resolve().parent.parent / "fraiseql_rb"
-# Names two functions still record, each to be merged into one owner (issue 10, item 3):
-# the playbook's database-unavailable variants and the generic checks, the two restarts.
-KNOWN_SHARED = {"database.version", "database.exists", "service.logs", "service.restart"}
 
 
 def _checks() -> list[tuple[str, str, ast.FunctionDef]]:
@@ -34,14 +31,19 @@ def _checks() -> list[tuple[str, str, ast.FunctionDef]]:
     return found
 
 
+# ctx methods that take a check name, and what a check calls instead for its own name
+REPEATS = {"record": "result", "record_skipped": "endpoint_hung", "could_not_run": "result"}
+
+
 def test_no_check_writes_its_own_name_again():
     repeated = []
     for name, where, fn in _checks():
         for node in ast.walk(fn):
             if (isinstance(node, ast.Call) and isinstance(node.func, ast.Attribute)
-                    and node.func.attr == "record" and node.args
+                    and node.func.attr in REPEATS and node.args
                     and isinstance(node.args[0], ast.Constant) and node.args[0].value == name):
-                repeated.append(f"{where} records {name!r}: use ctx.result(...)")
+                repeated.append(f"{where} writes {name!r} again in {node.func.attr}(): use "
+                                f"ctx.{REPEATS[node.func.attr]}(...)")
     assert not repeated
 
 
@@ -50,9 +52,7 @@ def test_each_check_name_belongs_to_one_function():
     for name, where, _ in _checks():
         owners[name].append(where)
     shared = {name: places for name, places in owners.items() if len(places) > 1}
-    assert set(shared) <= KNOWN_SHARED, {n: p for n, p in shared.items()
-                                         if n not in KNOWN_SHARED}
-    assert set(shared) == KNOWN_SHARED, "a shared name was merged: drop it from KNOWN_SHARED"
+    assert not shared, f"one check, one function: {shared}"
     assert len(owners) >= 70
 
 
@@ -73,3 +73,16 @@ def test_result_records_under_the_running_check_and_only_inside_one():
     assert ctx.running == []
     with pytest.raises(RuntimeError, match="outside a @check"):
         ctx.result(Status.OK, "nobody's")
+
+
+def test_a_caller_records_a_skip_under_the_checks_own_name():
+    @check("demo.step")
+    def step(ctx: RunContext) -> None:
+        raise AssertionError("a skipped check does not run")
+
+    ctx = RunContext.adhoc()
+    skipped = step.skip(ctx, "an earlier step made it moot")
+    assert (skipped.check, skipped.status, skipped.summary) == (
+        "demo.step", Status.INFO, "skipped: an earlier step made it moot")
+    assert skipped.evidence == {"skipped": True} and ctx.running == []
+    assert step.check_name == "demo.step"

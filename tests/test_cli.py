@@ -132,7 +132,8 @@ def test_a_notebook_failing_half_way_keeps_its_findings_and_the_error(sandbox, t
     nb.cells = [
         nbformat.v4.new_markdown_cell("# Broken\nA runbook that fails half-way."),
         params,
-        nbformat.v4.new_code_cell("from fraiseql_rb import context, service\n"
+        nbformat.v4.new_code_cell("from fraiseql_rb.checks import service\n"
+                                  "from fraiseql_rb.core import context\n"
                                   "run = context.start('broken', target)"),
         nbformat.v4.new_code_cell("service.check_health(run)"),
         nbformat.v4.new_code_cell("raise RuntimeError('disk on fire')"),

@@ -18,8 +18,9 @@ import psycopg
 import pytest
 from psycopg import errors
 
-from fraiseql_rb.sandbox import audit_data, pgbin
+from fraiseql_rb.sandbox import audit_data
 from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER, Cluster, ClusterError
+from fraiseql_rb.targets import pgbin
 
 if TYPE_CHECKING:
     from pg_fixtures import AuditSpec, PgPasswords

@@ -16,7 +16,7 @@ from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox import faults, manager
 from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER
-from fraiseql_rb.security import review
+from fraiseql_rb.security import daily_security_review
 
 drill = pytest.mark.drill
 RUNBOOK = "daily-security-review"
@@ -59,7 +59,7 @@ def test_flagged_above_mean_plus_sigma_stddev_naming_the_addresses(review_db):
     bar = mean + 3 * stddev  # 23.9...
     add(23, "198.51.100.1")  # 23 < bar: within history
     ctx = context()
-    table = review.check_daily_counts(ctx, START, END)
+    table = daily_security_review.check_daily_counts(ctx, START, END)
     row = table.set_index("kind").loc["auth_failure"]
     assert row["count"] == 23
     assert row["baseline mean"] == pytest.approx(mean, abs=0.01)
@@ -73,7 +73,7 @@ def test_flagged_above_mean_plus_sigma_stddev_naming_the_addresses(review_db):
 
     add(17, "203.0.113.7")  # 40 in the window: flagged, two addresses behind it
     ctx = context()
-    review.check_daily_counts(ctx, START, END)
+    daily_security_review.check_daily_counts(ctx, START, END)
     flagged = {f.check: f for f in ctx.log.findings}["security.auth_failure"]
     assert flagged.status is Status.CRITICAL
     assert flagged.evidence["count"] == 40 and flagged.evidence["flagged"] is True
@@ -82,12 +82,12 @@ def test_flagged_above_mean_plus_sigma_stddev_naming_the_addresses(review_db):
     assert flagged.evidence["attacking_ips"] == ["198.51.100.1", "203.0.113.7"]
     assert "198.51.100.1 (23)" in flagged.summary and "203.0.113.7 (17)" in flagged.summary
     assert [u["user"] for u in flagged.evidence["top_users"]][:1] == ["victim-0"]
-    sources = review.top_sources(ctx, START, END)
+    sources = daily_security_review.top_sources(ctx, START, END)
     assert set(sources["by"]) == {"ip", "user"}
     assert sources[sources["by"] == "ip"]["value"].tolist() == ["198.51.100.1", "203.0.113.7"]
     assert ctx.status is Status.CRITICAL
 
-    fig = review.hourly_plot(ctx, START, END)
+    fig = daily_security_review.hourly_plot(ctx, START, END)
     assert len(fig.axes) == 3
 
 
@@ -95,11 +95,11 @@ def test_min_count_holds_back_a_quiet_history(review_db):
     add, context = review_db
     add(19, "198.51.100.9", "csrf_failure")  # far above a history of zeros, but < 20
     ctx = context()
-    review.check_daily_counts(ctx, START, END)
+    daily_security_review.check_daily_counts(ctx, START, END)
     assert {f.check: f for f in ctx.log.findings}["security.csrf_failure"].status is Status.OK
     add(1, "198.51.100.9", "csrf_failure")  # 20: at min_count, above the bar of 0
     ctx = context()
-    review.check_daily_counts(ctx, START, END)
+    daily_security_review.check_daily_counts(ctx, START, END)
     csrf = {f.check: f for f in ctx.log.findings}["security.csrf_failure"]
     assert csrf.status is Status.CRITICAL
     assert csrf.evidence["attacking_ips"] == ["198.51.100.9"]
@@ -107,9 +107,10 @@ def test_min_count_holds_back_a_quiet_history(review_db):
 
 
 def test_judge():
-    assert review.judge(20, 0.0, 0.0) == (True, 0.0)
-    assert review.judge(19, 0.0, 0.0)[0] is False
-    assert review.judge(30, 20.0, 10 / 3)[0] is False  # equal to the bar is not above
+    assert daily_security_review.judge(20, 0.0, 0.0) == (True, 0.0)
+    assert daily_security_review.judge(19, 0.0, 0.0)[0] is False
+    # equal to the bar is not above
+    assert daily_security_review.judge(30, 20.0, 10 / 3)[0] is False
 
 
 def require_fault(name: str) -> None:
@@ -147,5 +148,5 @@ def test_a_healthy_sandbox_exits_0(healthy_sandbox):
     assert result.returncode == 0, (result.stderr, [(f["check"], f["status"])
                                                     for f in data["findings"]])
     checks = by_check(data)
-    for kind in review.KINDS:
+    for kind in daily_security_review.KINDS:
         assert checks[f"security.{kind}"]["status"] == "ok"

@@ -21,8 +21,8 @@ from fraiseql_rb.core.diagnosis import conclude
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.incidents import database_unavailable as dbu
 from fraiseql_rb.sandbox.cluster import APP_USER, CONF_FILE, SUPERUSER, Cluster, free_port
-from fraiseql_rb.sandbox.pgbin import pg_bin
 from fraiseql_rb.targets import postgres
+from fraiseql_rb.targets.pgbin import pg_bin
 
 REPLICA_BUDGET_S = 15.0  # the replica test skips itself when building one takes longer
 

@@ -219,7 +219,7 @@ def test_a_config_the_server_refuses_is_config_invalid(tmp_path):
     config.write_text('bind_addr = "127.0.0.1:8000"\ndatabase_url = "postgresql://db/x"\n'
                       '[server]\nlisten_addr = "0.0.0.0:4000"\n')
     ctx = _offline_ctx(tmp_path, config_path=str(config))
-    from fraiseql_rb.targets import service
+    from fraiseql_rb.checks import service
 
     assert service.check_health(ctx).status is Status.CRITICAL
     restart = service_down.restart(ctx, wait_s=1)

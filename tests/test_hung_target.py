@@ -25,11 +25,12 @@ from pathlib import Path
 import pytest
 
 from fraiseql_rb.checks import database
-from fraiseql_rb.core import inventory
+from fraiseql_rb.checks import service as service_checks
+from fraiseql_rb.core import inventory, reachability
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox.cluster import free_port
-from fraiseql_rb.targets import postgres, reachability, service
+from fraiseql_rb.targets import postgres, service
 
 LIFETIME_S = 300.0  # a black hole never outlives this, even if a test forgets to stop it
 
@@ -88,11 +89,11 @@ def _db_url(port: int) -> str:
 def test_http_probes_after_a_timeout_are_skipped_as_unknown(black_hole):
     ctx = RunContext.adhoc("t", _target(f"http://127.0.0.1:{black_hole.port}",
                                         _db_url(free_port())))
-    first = service.check_health(ctx)
+    first = service_checks.check_health(ctx)
     assert first.status is Status.CRITICAL and "timed out" in first.summary
     endpoint = f"http://127.0.0.1:{black_hole.port}"
-    for check in (service.check_readiness, service.check_graphql,
-                  service.check_metrics_endpoint, service.check_response_times):
+    for check in (service_checks.check_readiness, service_checks.check_graphql,
+                  service_checks.check_metrics_endpoint, service_checks.check_response_times):
         finding = check(ctx)
         assert finding.status is Status.UNKNOWN, finding
         assert finding.summary.startswith(f"skipped: {endpoint} timed out at ")
@@ -118,7 +119,7 @@ def test_refusals_are_never_remembered():
     port = free_port()  # nothing listens: refused at once
     ctx = RunContext.adhoc("t", _target(f"http://127.0.0.1:{port}", _db_url(port)))
     for _ in range(2):
-        health = service.check_health(ctx)
+        health = service_checks.check_health(ctx)
         assert health.status is Status.CRITICAL and "refused" in health.summary
         reach = database.check_reachable(ctx)
         assert reach.status is Status.CRITICAL and "skipped" not in reach.summary
@@ -161,7 +162,7 @@ def test_a_server_slow_on_one_request_is_not_taken_for_hung():
 def test_each_run_has_its_own_memo(black_hole):
     target = _target(f"http://127.0.0.1:{black_hole.port}", _db_url(free_port()))
     first = RunContext.adhoc("t", target)
-    service.check_health(first)
+    service_checks.check_health(first)
     assert len(first.unresponsive) == 1
     second = RunContext.adhoc("t", target)
     assert reachability.active() is second.unresponsive and len(second.unresponsive) == 0

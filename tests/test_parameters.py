@@ -15,12 +15,10 @@ from pathlib import Path
 import papermill
 import pytest
 
-from fraiseql_rb.core import inventory, runbooks
+from fraiseql_rb.core import inventory, runbooks, timespec
 from fraiseql_rb.core.errors import InventoryError, UsageError
 from fraiseql_rb.preflight import operational_checklist
 from fraiseql_rb.runner import execute
-from fraiseql_rb.security import review
-from fraiseql_rb.targets import prometheus
 
 REPO = Path(__file__).resolve().parent.parent
 RUNBOOKS = runbooks.discover()
@@ -169,10 +167,11 @@ def test_floats_are_always_finite(raw):
 
 def test_formats_are_the_parsers_the_run_uses():
     """A second regex would drift; the format must answer exactly as the run-time parser."""
-    assert runbooks.FORMATS["duration"].parse("1h30m") == prometheus.parse_range("1h30m")
-    assert runbooks.FORMATS["month"].parse("2025-02") == review.month_window("2025-02")
-    assert runbooks.FORMATS["weekdays"].parse("Sun-Thu") == review.parse_work_days(
-        "Sun-Thu")
+    assert runbooks.FORMATS["duration"].parse("1h30m") == timespec.parse_range("1h30m")
+    assert runbooks.FORMATS["month"].parse("2025-02") == (
+        timespec.month_window("2025-02"))
+    assert runbooks.FORMATS["weekdays"].parse("Sun-Thu") == (
+        timespec.parse_work_days("Sun-Thu"))
 
 
 def test_bind_names_the_runbook():

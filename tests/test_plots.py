@@ -149,7 +149,7 @@ def test_bad_threshold_level_is_refused():
 
 def test_plots_never_load_pyplot():
     """No global figure state: safe in papermill, no figures leaking between cells."""
-    code = ("import sys, pandas as pd; from fraiseql_rb import plots; "
+    code = ("import sys, pandas as pd; from fraiseql_rb.core import plots; "
             "plots.to_png(plots.timeseries(pd.Series([1.0, 2.0]), title='t', ylabel='y (1)')); "
             "assert 'matplotlib.pyplot' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, timeout=60)

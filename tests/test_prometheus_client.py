@@ -16,7 +16,7 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from fraiseql_rb.core import inventory
+from fraiseql_rb.core import inventory, timespec
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.sandbox.cluster import free_port
@@ -271,13 +271,13 @@ def test_from_target(live_prom, monkeypatch):
     (timedelta(hours=3), timedelta(hours=3)),
 ])
 def test_parse_range_accepts(text, expected):
-    assert prometheus.parse_range(text) == expected
+    assert timespec.parse_range(text) == expected
 
 
 @pytest.mark.parametrize("text", ["", "24", "1M", "24 hours", "h", "-5m", "0m", "7days", "abc"])
 def test_parse_range_refuses(text):
     with pytest.raises(UsageError, match="time range"):
-        prometheus.parse_range(text)
+        timespec.parse_range(text)
 
 
 def test_step_for_picks_round_steps():

@@ -11,10 +11,9 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from fraiseql_rb.core import report, secrets
+from fraiseql_rb.core import render, report, secrets
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.findings import Action, Finding, Status
-from fraiseql_rb.runner import render
 
 SECRET = "tok-report-test-5e1f9a"
 LONG = ("the connection pool stayed full for the whole window because a batch job kept "

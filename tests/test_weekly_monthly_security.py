@@ -26,14 +26,13 @@ import pypdf
 import pytest
 
 from fraiseql_rb.checks import audit
-from fraiseql_rb.core import inventory
+from fraiseql_rb.core import inventory, timespec
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox import faults, manager
 from fraiseql_rb.sandbox.cluster import APP_DB, APP_USER
-from fraiseql_rb.security import monthly_security_report
-from fraiseql_rb.security import review as security_review
+from fraiseql_rb.security import compliance, monthly_security_report, weekly_security_review
 
 drill = pytest.mark.drill
 US = timedelta(microseconds=1)
@@ -120,14 +119,15 @@ def _by_check(ctx: RunContext) -> dict[str, object]:
 
 def test_rate_limited_by_user_against_the_previous_week(known_db):
     ctx = known_db()
-    table, totals = security_review.rate_limited_by_user(ctx, WEEK_START, WEEK_END, limit=3)
+    table, totals = weekly_security_review.rate_limited_by_user(ctx, WEEK_START, WEEK_END,
+                                                                limit=3)
     assert totals == {"this_week": 69, "previous_week": 22, "users": 2, "previous_users": 3,
                       "without_user": 3}
     rows = table.to_dict("records")
     assert [(r["user"], r["this week"], r["previous week"], r["change"], r["ips"])
             for r in rows] == [("user-a", 60, 10, 50, 2), ("user-b", 6, 5, 1, 1),
                                (None, 3, 0, 3, 1)]
-    rate = security_review.check_rate_limited(ctx, WEEK_START, WEEK_END, top_n=3)
+    rate = weekly_security_review.check_rate_limited(ctx, WEEK_START, WEEK_END, top_n=3)
     assert rate is _by_check(ctx)["security.rate_limited"]
     assert rate.table["user"].tolist() == ["user-a", "user-b", None]
     assert rate.status is Status.WARNING
@@ -135,26 +135,25 @@ def test_rate_limited_by_user_against_the_previous_week(known_db):
     assert "user-a (10 -> 60)" in rate.summary
     # a calmer week: user-a's burst gone, nothing rises
     ctx = known_db()
-    security_review.check_rate_limited(ctx, WEEK_START - timedelta(days=7),
-                                       WEEK_END - timedelta(days=7))
+    weekly_security_review.check_rate_limited(ctx, WEEK_START - timedelta(days=7),
+                                              WEEK_END - timedelta(days=7))
     assert _by_check(ctx)["security.rate_limited"].status is Status.OK
 
 
 def test_day_buckets_weekly_counts_and_trend(known_db):
     ctx = known_db()
-    days = security_review.buckets(ctx, WEEK_START - timedelta(days=7), WEEK_END,
-                                   ["rate_limited"])
+    days = audit.buckets(ctx, WEEK_START - timedelta(days=7), WEEK_END, ["rate_limited"])
     assert len(days) == 14
     assert days["bucket"].iloc[0] == WEEK_START - timedelta(days=7)
     by_slot = days["count"].tolist()
     assert by_slot == [0, 10, 5, 0, 0, 0, 7, 1, 60, 0, 0, 0, 0, 8]
-    counts = security_review.weekly_counts(ctx, WEEK_START, WEEK_END).set_index("kind")
+    counts = weekly_security_review.weekly_counts(ctx, WEEK_START, WEEK_END).set_index("kind")
     assert counts.loc["rate_limited", "this week"] == 69
     assert counts.loc["rate_limited", "previous week"] == 22
     assert counts.loc["auth_failure", "this week"] == 0
     assert _by_check(ctx)["security.weekly_counts"].status is Status.INFO
-    fig = security_review.weekly_trend(ctx, WEEK_START, WEEK_END)
-    assert len(fig.axes) == len(security_review.WEEKLY_KINDS)
+    fig = weekly_security_review.weekly_trend(ctx, WEEK_START, WEEK_END)
+    assert len(fig.axes) == len(weekly_security_review.WEEKLY_KINDS)
     assert all(ax.get_ylabel() == "events per day" for ax in fig.axes)
     assert fig.axes[-1].get_title(loc="left") == "Rate-limit events per day"
 
@@ -168,17 +167,17 @@ def test_weekly_queries_stream_a_json_lines_source(tmp_path):
     path.write_text("\n".join(json.dumps(line) for line in lines) + "\n")
     ctx = RunContext.adhoc("security-test", target=inventory.Target(
         "t", {"fraiseql_url": "http://127.0.0.1:9", "audit_source": f"jsonl:{path}"}))
-    table, totals = security_review.rate_limited_by_user(ctx, WEEK_START, WEEK_END, limit=3)
+    table, totals = weekly_security_review.rate_limited_by_user(ctx, WEEK_START, WEEK_END,
+                                                                limit=3)
     assert totals == {"this_week": 69, "previous_week": 22, "users": 2, "previous_users": 3,
                       "without_user": 3}
     assert [(r["user"], r["this week"], r["previous week"]) for r in table.to_dict(
         "records")] == [("user-a", 60, 10), ("user-b", 6, 5), (None, 3, 0)]
-    days = security_review.buckets(ctx, WEEK_START - timedelta(days=7), WEEK_END,
-                                   ["rate_limited"])
+    days = audit.buckets(ctx, WEEK_START - timedelta(days=7), WEEK_END, ["rate_limited"])
     assert days["count"].tolist() == [0, 10, 5, 0, 0, 0, 7, 1, 60, 0, 0, 0, 0, 8]
-    label, start, end = security_review.month_window("2025-12")
-    security_review.check_access_review(ctx, label, start, end,
-                                        work=security_review.WorkHours())
+    label, start, end = timespec.month_window("2025-12")
+    monthly_security_report.check_access_review(ctx, label, start, end,
+                                                work=timespec.WorkHours())
     skipped = _by_check(ctx)["security.access_review"]
     assert skipped.status is Status.INFO and "needs the audit table" in skipped.summary
 
@@ -187,40 +186,43 @@ def test_weekly_queries_stream_a_json_lines_source(tmp_path):
 
 def test_month_window_and_working_hours():
     now = datetime(2026, 3, 10, 12, 0, tzinfo=UTC)
-    assert security_review.month_window(None, now) == (
+    assert timespec.month_window(None, now) == (
         "2026-02", datetime(2026, 2, 1, tzinfo=UTC), datetime(2026, 3, 1, tzinfo=UTC))
-    assert security_review.month_window("2025-12", now)[1:] == (
+    assert timespec.month_window("2025-12", now)[1:] == (
         datetime(2025, 12, 1, tzinfo=UTC), datetime(2026, 1, 1, tzinfo=UTC))
-    assert security_review.month_window("2026-03", now)[2] == now  # to date
-    assert security_review.month_window(None, datetime(2026, 1, 5, tzinfo=UTC))[0] == "2025-12"
+    assert timespec.month_window("2026-03", now)[2] == now  # to date
+    assert timespec.month_window(None, datetime(2026, 1, 5, tzinfo=UTC))[
+        0] == "2025-12"
     for bad in ("2026-13", "2026-00", "26-01", "2026/01", "March", "2026-1x"):
         with pytest.raises(UsageError, match="is not a calendar month: give it as YYYY-MM"):
-            security_review.month_window(bad, now)
+            timespec.month_window(bad, now)
     with pytest.raises(UsageError, match="has not begun"):
-        security_review.month_window("2026-04", now)
-    assert security_review.parse_work_days("Mon-Fri") == (1, 2, 3, 4, 5)
-    assert security_review.parse_work_days("Sun-Thu") == (1, 2, 3, 4, 7)
-    assert security_review.parse_work_days("sat,sunday") == (6, 7)
-    assert security_review.parse_work_days([1, 3]) == (1, 3)
-    assert security_review.WorkHours.parse("Mon-Fri").describe() == "Mon-Fri 08:00-18:00 UTC"
+        timespec.month_window("2026-04", now)
+    assert timespec.parse_work_days("Mon-Fri") == (1, 2, 3, 4, 5)
+    assert timespec.parse_work_days("Sun-Thu") == (1, 2, 3, 4, 7)
+    assert timespec.parse_work_days("sat,sunday") == (6, 7)
+    assert timespec.parse_work_days([1, 3]) == (1, 3)
+    assert timespec.WorkHours.parse("Mon-Fri").describe() == (
+        "Mon-Fri 08:00-18:00 UTC")
     with pytest.raises(UsageError, match="'Funday' is not a weekday"):
-        security_review.parse_work_days("Mon,Funday")
+        timespec.parse_work_days("Mon,Funday")
     with pytest.raises(UsageError, match="work_start_hour < work_end_hour"):
-        security_review.WorkHours.parse("Mon-Fri", 18, 8)
+        timespec.WorkHours.parse("Mon-Fri", 18, 8)
 
 
 def test_month_totals_access_review_and_new_addresses(known_db):
     ctx = known_db()
-    label, start, end = security_review.month_window(MONTH, datetime(2026, 3, 10, tzinfo=UTC))
-    found = security_review.check_month_totals(ctx, label, start, end)
+    label, start, end = timespec.month_window(MONTH,
+                                                             datetime(2026, 3, 10, tzinfo=UTC))
+    found = monthly_security_report.check_month_totals(ctx, label, start, end)
     totals = found.table
     assert dict(zip(totals["kind"], totals["count"], strict=True)) == MONTH_TOTALS
     assert found.status is Status.INFO and found.evidence["all_events"] == MONTH_ALL
     assert found.evidence["no_data"] is False
-    assert security_review.month_total(ctx, start, end) == MONTH_ALL
+    assert monthly_security_report.month_total(ctx, start, end) == MONTH_ALL
 
-    work = security_review.WorkHours.parse("Mon-Fri", 8, 18)
-    review = security_review.access_review(ctx, start, end, work=work, limit=2)
+    work = timespec.WorkHours.parse("Mon-Fri", 8, 18)
+    review = monthly_security_report.access_review(ctx, start, end, work=work, limit=2)
     t = review.totals
     assert (t["events"], t["outside_hours"], t["users"], t["ips"]) == (MONTH_ALL, 9, 3, 4)
     assert t["first_seen"] == datetime(2026, 2, 1, tzinfo=UTC)
@@ -235,18 +237,19 @@ def test_month_totals_access_review_and_new_addresses(known_db):
     assert review.outside_users["outside_hours"].tolist() == [6, 2]
     assert review.outside_ips["ip"].tolist() == ["198.51.100.7", "192.0.2.1"]
     # all four users with limit 4: the address-only events are a user of None, ranked last
-    everyone = security_review.access_review(ctx, start, end, work=work, limit=4).by_user
+    everyone = monthly_security_report.access_review(ctx, start, end, work=work,
+                                                     limit=4).by_user
     assert everyone["user"].tolist() == ["u1", "u2", None, "u3"]
     # working hours as a parameter: all week round the clock leaves nothing outside
-    always = security_review.WorkHours.parse("Mon-Sun", 0, 24)
-    assert security_review.access_review(ctx, start, end, work=always).totals[
+    always = timespec.WorkHours.parse("Mon-Sun", 0, 24)
+    assert monthly_security_report.access_review(ctx, start, end, work=always).totals[
         "outside_hours"] == 0
 
-    new, count, seen = security_review.new_addresses(ctx, start, end, limit=2)
+    new, count, seen = monthly_security_report.new_addresses(ctx, start, end, limit=2)
     assert (count, seen) == (3, 4)
     assert [(r["ip"], r["events"], r["users"]) for r in new.to_dict("records")] == [
         ("198.51.100.7", 6, 1), ("203.0.113.9", 3, 1)]
-    security_review.check_new_addresses(ctx, label, start, end, top_n=2)
+    monthly_security_report.check_new_addresses(ctx, label, start, end, top_n=2)
     assert _by_check(ctx)["security.new_addresses"].evidence["new_addresses"] == 3
 
 
@@ -275,26 +278,27 @@ def test_the_month_from_a_v2_audit_log_table(make_cluster, pg_passwords):
     ctx = RunContext.adhoc("security-test", target=inventory.Target("t", {
         "fraiseql_url": "http://127.0.0.1:9", "audit_source": "v2_table",
         "database_url": cluster.dsn(APP_USER, pg_passwords.app)}))
-    label, start, end = security_review.month_window(MONTH, datetime(2026, 3, 10, tzinfo=UTC))
-    found = security_review.check_month_totals(ctx, label, start, end)
+    label, start, end = timespec.month_window(MONTH,
+                                                             datetime(2026, 3, 10, tzinfo=UTC))
+    found = monthly_security_report.check_month_totals(ctx, label, start, end)
     assert found.evidence["totals"]["auth_failure"] == 2
     assert found.evidence["totals"]["csrf_failure"] == 1
     assert found.evidence["all_events"] == 4
-    review = security_review.access_review(ctx, start, end)
+    review = monthly_security_report.access_review(ctx, start, end)
     assert (review.totals["events"], review.totals["users"], review.totals["ips"],
             review.totals["outside_hours"]) == (4, 2, 3, 1)  # users by username
     assert review.by_user["user"].tolist()[:1] == ["alice"]
-    _, new, seen = security_review.new_addresses(ctx, start, end)
+    _, new, seen = monthly_security_report.new_addresses(ctx, start, end)
     assert (new, seen) == (2, 3)
 
 
 def test_a_month_without_data_is_an_info_finding_not_a_crash(known_db):
     ctx = known_db()
-    label, start, end = security_review.month_window("2001-01")
-    security_review.check_month_totals(ctx, label, start, end)
-    review = security_review.check_access_review(ctx, label, start, end,
-                                                 work=security_review.WorkHours())
-    security_review.check_new_addresses(ctx, label, start, end)
+    label, start, end = timespec.month_window("2001-01")
+    monthly_security_report.check_month_totals(ctx, label, start, end)
+    review = monthly_security_report.check_access_review(
+        ctx, label, start, end, work=timespec.WorkHours())
+    monthly_security_report.check_new_addresses(ctx, label, start, end)
     found = _by_check(ctx)
     assert found["security.monthly_totals"].status is Status.INFO
     assert found["security.monthly_totals"].evidence["no_data"] is True
@@ -444,7 +448,7 @@ def test_monthly_report_pdf_holds_the_months_totals(healthy_sandbox):
     checks = by_check(data)
     assert checks["security.monthly_totals"]["evidence"]["totals"] == totals
     assert checks["security.monthly_totals"]["evidence"]["all_events"] == everything
-    for policy in monthly_security_report.POLICIES:
+    for policy in compliance.POLICIES:
         assert checks[f"compliance.{policy.key}"]["status"] in ("ok", "info"), policy.key
     assert checks["compliance.error_redaction"]["status"] == "info"  # v2 server config
     assert checks["security.report_pdf"]["status"] == "ok"
@@ -455,7 +459,7 @@ def test_monthly_report_pdf_holds_the_months_totals(healthy_sandbox):
     for kind, count in totals.items():
         assert f"{kind} {count:,}" in text
     assert f"all audit events {everything:,}" in text
-    for policy in monthly_security_report.POLICIES:
+    for policy in compliance.POLICIES:
         assert policy.title in text
     html = (artifact / "monthly-security-report.html").read_text()
     assert html.count("<img") >= 2

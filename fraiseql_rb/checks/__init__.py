@@ -1,2 +1,3 @@
-"""Reusable checks by domain (database, tls, config, host, cache, backup, audit, alert rules):
-the checks more than one runbook calls, each under its one name."""
+"""Reusable checks by domain, each a `@check("domain.name")` function: database, tls, config,
+service (HTTP surface, logs, restart), instances, cache, host, backup, audit and alert rules.
+A check two runbooks run lives here, once, under its one name."""

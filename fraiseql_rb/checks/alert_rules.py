@@ -25,7 +25,7 @@ from typing import Any, TextIO
 
 import yaml
 
-from fraiseql_rb.core import secrets
+from fraiseql_rb.core import secrets, thresholds
 from fraiseql_rb.core.errors import EXIT_CRITICAL, EXIT_OK, EXIT_UNKNOWN, EXIT_WARNING, UsageError
 from fraiseql_rb.core.findings import Status, worst
 from fraiseql_rb.targets import metrics
@@ -41,7 +41,7 @@ ROUTING = "routing"
 
 ALERT_SEVERITIES = ("critical", "warning", "info")  # what Alertmanager routes in our setups
 DEFAULT_WINDOW = "5m"  # rate window for a rewritten histogram_quantile, as in §3.2's rules
-PROMTOOL_TIMEOUT_S = 30.0
+PROMTOOL_TIMEOUT_S = thresholds.PROMTOOL_TIMEOUT_S
 _GAUGE_TREND = {"rate": "deriv", "irate": "deriv", "increase": "delta"}
 
 AGGREGATORS = frozenset({

@@ -117,6 +117,19 @@ COVERAGE: dict[str, dict[str, tuple[str, str]]] = {
     },
 }
 
+# What the security reviews call each kind: in a sentence (LABELS) and as a title (TITLES).
+LABELS = {"auth_failure": "failed authentications", "sql_injection": "SQL injection attempts",
+          "csrf_failure": "CSRF failures", "rate_limited": "rate-limit events",
+          "authorization_denied": "authorization denials"}
+TITLES = {"auth_failure": "Failed authentications", "sql_injection": "SQL injection attempts",
+          "csrf_failure": "CSRF failures", "rate_limited": "Rate-limit events",
+          "authorization_denied": "Authorization denials"}
+
+
+def label(kind: str) -> str:
+    """A kind as words in a sentence ("failed authentications"); an unknown kind as is."""
+    return LABELS.get(kind, kind)
+
 
 def _kinds(kinds: str | Iterable[str] | None) -> list[str]:
     chosen = [kinds] if isinstance(kinds, str) else list(kinds or KINDS)
@@ -224,9 +237,10 @@ def connect(ctx: RunContext) -> psycopg.Connection:
     try:
         return postgres.connect(ctx.target.database_url())
     except postgres.ConnectionFailed:
-        if not ctx.target.get("admin_database_url"):
+        admin = ctx.target.admin_database_url()
+        if admin is None:
             raise
-        return postgres.connect(ctx.target.database_url("admin_database"))
+        return postgres.connect(admin)
 
 
 # Per-source SQL pieces. All are constants of this module; user values never reach them.

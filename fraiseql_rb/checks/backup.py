@@ -12,17 +12,14 @@ import pandas as pd
 from fraiseql_rb.core import secrets, thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.targets import pgbin
 
 DUMP_PATTERNS = ("fraiseql-*.dump", "fraiseql-*.sql", "fraiseql-*.backup")
 
 
 def pg_restore() -> str:
     """pg_restore from the same installation the sandbox uses (any 10+ reads our dumps)."""
-    from fraiseql_rb.sandbox.pgbin import (
-        pg_bin,  # the finder works for any machine, not only sandboxes
-    )
-
-    return str(pg_bin("pg_restore"))
+    return str(pgbin.pg_bin("pg_restore"))
 
 
 @check("backup.recent_dump")

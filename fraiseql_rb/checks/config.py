@@ -35,18 +35,15 @@ from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
 from fraiseql_rb.core import secrets, thresholds
+from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.errors import (
-    EXIT_CRITICAL,
-    EXIT_OK,
-    EXIT_UNKNOWN,
-    EXIT_WARNING,
     RunbookError,
     UsageError,
 )
-from fraiseql_rb.core.findings import Status, worst
+from fraiseql_rb.core.findings import EXIT_CODE, Status, worst
+from fraiseql_rb.targets import postgres
 
 if TYPE_CHECKING:
-    from fraiseql_rb.core.context import RunContext
     from fraiseql_rb.core.findings import Finding
 
 
@@ -1385,6 +1382,7 @@ def pool_max(path: str | Path | None) -> tuple[int | None, str]:
     return None, "config file names no pool size"
 
 
+@check("config.file")
 def check_config(ctx: RunContext, path: str | Path | None = None, *,
                  max_connections: int | None = None,
                  instances: int | None = None) -> list[Finding]:
@@ -1401,13 +1399,13 @@ def check_config(ctx: RunContext, path: str | Path | None = None, *,
         except RunbookError:
             path = None
     if not path:
-        return [ctx.record("config.file", Status.UNKNOWN,
-                           "no config file to check: the target has no config_path", {},
-                           "set config_path for the target in the inventory")]
+        return [ctx.result(Status.UNKNOWN,
+                           "no config file to check: pass config_path or set it in the "
+                           "inventory", {}, "set config_path for the target in the inventory")]
     try:
         doc = load(path)
     except UsageError as exc:
-        return [ctx.record("config.file", Status.UNKNOWN, str(exc), {"path": str(path)},
+        return [ctx.result(Status.UNKNOWN, str(exc), {"path": str(path)},
                            "fix config_path in the inventory, or run where the file is")]
     findings = []
     for r in validate(doc, max_connections=max_connections, instances=instances):
@@ -1421,6 +1419,26 @@ def check_config(ctx: RunContext, path: str | Path | None = None, *,
     return findings
 
 
+def config_path(ctx: RunContext, explicit: str | None = None) -> str | None:
+    """The config file to check: the parameter, else the target's `config_path`."""
+    return explicit or ctx.target.get("config_path")
+
+
+def max_connections(ctx: RunContext) -> int | None:
+    """PostgreSQL's usable connections, when the database answers; None otherwise."""
+    try:
+        info = postgres.server_info(ctx.target.database_url())
+    except Exception:  # noqa: BLE001 - the pool rule then says it was not checked
+        return None
+    return info.max_connections
+
+
+def check_config_file(ctx: RunContext, path: str | None = None) -> list[Finding]:
+    """§1.2 "Verify configuration": the validator, with the pool checked against the live
+    database's max_connections when it answers."""
+    return check_config(ctx, config_path(ctx, path), max_connections=max_connections(ctx))
+
+
 def _target_instances(ctx: RunContext) -> int:
     try:
         return max(1, len(ctx.target.instances))
@@ -1428,8 +1446,6 @@ def _target_instances(ctx: RunContext) -> int:
         return 1
 
 
-EXIT_CODES = {Status.OK: EXIT_OK, Status.WARNING: EXIT_WARNING,
-              Status.CRITICAL: EXIT_CRITICAL, Status.UNKNOWN: EXIT_UNKNOWN}
 
 
 def format_result(r: ConfigResult) -> list[str]:
@@ -1459,11 +1475,12 @@ def main_validate(path: str | Path, *, out: TextIO | None = None,
     counts = {s: sum(1 for r in results if r.status is s) for s in Status}
     tally = ", ".join(f"{n} {s}" for s, n in counts.items() if n)
     out.write(f"Overall status: {overall.upper()} — {doc.path}: {tally}\n")
-    return EXIT_CODES[overall]
+    return EXIT_CODE[overall]
 
 
 __all__ = [
     "ConfigDocument", "ConfigResult", "Detection", "Format", "Key", "PROJECT_KEYS",
     "RUNBOOK_KEYS", "SERVER_KEYS", "check_config", "classify_host", "detect", "load",
-    "main_validate", "pool_max", "split_host_port", "validate",
+    "main_validate", "pool_max", "split_host_port", "validate", "check_config_file",
+    "config_path",
 ]

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pandas as pd
+from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from fraiseql_rb.core import thresholds
 from fraiseql_rb.core.context import RunContext, check
@@ -19,7 +21,7 @@ def check_reachable(ctx: RunContext) -> Finding:
     try:
         info = postgres.server_info(url)
     except postgres.ConnectionSkipped as exc:
-        return ctx.record_skipped("database.reachable", exc.timeout)
+        return ctx.endpoint_hung(exc.timeout)
     except postgres.ConnectionFailed as exc:
         return ctx.result(Status.CRITICAL,
                           f"cannot connect to PostgreSQL as the application role: {exc}",
@@ -33,23 +35,48 @@ def check_reachable(ctx: RunContext) -> Finding:
                       f"{' over TLS' if info.ssl else ''}", evidence)
 
 
+VERSION_SQL = """
+SELECT version() AS version,
+       current_setting('server_version_num')::int AS version_num,
+       pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END
+           AS current_wal_lsn,
+       current_setting('max_connections')::int AS max_connections,
+       (SELECT count(*) FROM pg_stat_activity) AS connections
+"""
+
+
 @check("database.version")
 def check_version(ctx: RunContext,
                   minimum: int = int(thresholds.POSTGRES_MIN_VERSION.critical),
-                  recommended: int = int(thresholds.POSTGRES_MIN_VERSION.warning)) -> Finding:
-    """§1.1: PostgreSQL 10+ for SCRAM-SHA-256, 11+ for SCRAM-SHA-256-PLUS."""
-    info = postgres.server_info(ctx.target.database_url())
-    evidence = {"version": info.version, "major": info.major, "minimum": minimum,
-                "recommended": recommended}
-    if info.major < minimum:
+                  recommended: int = int(thresholds.POSTGRES_MIN_VERSION.warning),
+                  connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
+    """§1.1 and §4.2 step 2 `SELECT version();`: PostgreSQL 10+ for SCRAM-SHA-256, 11+ for
+    SCRAM-SHA-256-PLUS, and whether database_url reaches a primary (a standby takes reads
+    and fails every write)."""
+    with postgres.connect(ctx.target.database_url(),
+                          connect_timeout_s=max(1, int(round(connect_timeout_s)))) as conn:
+        row = postgres.one(conn, VERSION_SQL)
+    major = row["version_num"] // 10000
+    evidence = dict(row) | {"major": major, "minimum": minimum, "recommended": recommended}
+    if major < minimum:
         return ctx.result(Status.CRITICAL,
-                          f"PostgreSQL {info.major} is below the supported {minimum}", evidence,
+                          f"PostgreSQL {major} is below the supported {minimum}", evidence,
                           "upgrade PostgreSQL before deploying FraiseQL")
-    if info.major < recommended:
+    if row["in_recovery"]:
         return ctx.result(Status.WARNING,
-                          f"PostgreSQL {info.major}: SCRAM-SHA-256-PLUS needs {recommended}+",
+                          f"PostgreSQL {major} answers but is in recovery (a standby): reads "
+                          "work, every write fails", evidence,
+                          "point database_url at the primary; if the primary is gone, fail "
+                          "over with the failover runbook")
+    if major < recommended:
+        return ctx.result(Status.WARNING,
+                          f"PostgreSQL {major}: SCRAM-SHA-256-PLUS needs {recommended}+",
                           evidence, "plan an upgrade to PostgreSQL 11 or later")
-    return ctx.result(Status.OK, f"PostgreSQL {info.major}", evidence)
+    return ctx.result(Status.OK,
+                      f"PostgreSQL {major} answers: {row['version'].split(' on ')[0]}, "
+                      f"{row['connections']} of {row['max_connections']} connections in use",
+                      evidence)
 
 
 @check("database.role_grants")
@@ -84,13 +111,6 @@ def check_role_grants(ctx: RunContext) -> Finding:
                       f"{grants['tables']} tables", evidence)
 
 
-def _admin_url(ctx: RunContext) -> str | None:
-    """A privileged URL for checks that need superuser views; None when not configured."""
-    if ctx.target.get("admin_database_url"):
-        return ctx.target.database_url("admin_database")
-    return None
-
-
 @check("database.password_encryption")
 def check_password_encryption(ctx: RunContext) -> Finding:
     """§1.1: SCRAM-SHA-256. With md5, new passwords are stored as MD5 hashes."""
@@ -107,15 +127,21 @@ def check_password_encryption(ctx: RunContext) -> Finding:
                       "password_encryption is scram-sha-256", evidence)
 
 
+def _needs_admin(ctx: RunContext, what: str) -> Finding:
+    """The running check could not see: `what` needs the privileged connection."""
+    return ctx.result(Status.UNKNOWN,
+                      f"not checked: {what} needs a privileged connection, and the target has "
+                      "no admin_database_url", {},
+                      "add admin_database_url (with admin_database_password_env/_file) to the "
+                      "inventory")
+
+
 @check("database.role_passwords")
 def check_role_passwords(ctx: RunContext) -> Finding:
     """Login roles whose stored password is not SCRAM (needs `admin_database_url`)."""
-    url = _admin_url(ctx)
+    url = ctx.target.admin_database_url()
     if url is None:
-        return ctx.result(Status.UNKNOWN,
-                          "not checked: reading stored passwords needs a privileged "
-                          "connection, and the target has no admin_database_url", {},
-                          "add admin_database_url (with admin_database_password_env/_file)")
+        return _needs_admin(ctx, "reading stored passwords")
     with postgres.connect(url) as conn:
         found = postgres.rows(conn, postgres.LOGIN_ROLE_PASSWORDS_SQL)
     weak = [r for r in found if r["stored_as"] in ("md5", "plaintext")]
@@ -138,12 +164,9 @@ HBA_SEVERITY = {"trust": Status.CRITICAL, "password": Status.CRITICAL, "md5": St
 @check("database.hba")
 def check_hba(ctx: RunContext) -> Finding:
     """pg_hba.conf: trust or cleartext password on host lines is critical, md5 a warning."""
-    url = _admin_url(ctx)
+    url = ctx.target.admin_database_url()
     if url is None:
-        return ctx.result(Status.UNKNOWN,
-                          "not checked: pg_hba_file_rules needs a privileged connection, and "
-                          "the target has no admin_database_url", {},
-                          "add admin_database_url to the inventory")
+        return _needs_admin(ctx, "pg_hba_file_rules")
     with postgres.connect(url) as conn:
         rules = postgres.rows(conn, postgres.HBA_RULES_SQL)
     problems = []
@@ -168,24 +191,68 @@ def check_hba(ctx: RunContext) -> Finding:
                       "rejected lines, then reload", table=table)
 
 
+MISSING_DATABASE = re.compile(r'database "[^"]*" does not exist')
+
+
 @check("database.exists")
-def check_database_exists(ctx: RunContext) -> Finding:
-    """§4.2 step 3: `SELECT datname FROM pg_database WHERE datname='fraiseql'`."""
+def check_database_exists(ctx: RunContext,
+                          connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S, *,
+                          app_role_failure: str | None = None) -> Finding:
+    """§4.2 step 3 `SELECT datname FROM pg_database WHERE datname='fraiseql'`.
+
+    Asked as the application role when it is known to connect (`app_role_failure` "none",
+    the database-unavailable playbook's step 1), else through admin_database_url when the
+    inventory has one, else as the application role; a refusal that names the database as
+    missing is the server's own answer. When the admin URL names the missing database too,
+    the maintenance database `postgres` is asked."""
     url = ctx.target.database_url()
-    name = postgres.url_database(url)
-    with postgres.connect(_admin_url(ctx) or url) as conn:
+    name = postgres.url_database(url) or conninfo_to_dict(url).get("dbname")
+    timeout = max(1, int(round(connect_timeout_s)))
+    admin = ctx.target.admin_database_url()
+    if app_role_failure == "none" or (admin is None and app_role_failure is None):
+        via, conninfo = "the application role", url
+    elif admin is not None:
+        via, conninfo = "the admin URL", admin
+    else:
+        return ctx.result(Status.UNKNOWN,
+                          "not checked: the application role cannot connect "
+                          f"({app_role_failure}) and the target has no admin_database_url",
+                          {"database": name},
+                          "add admin_database_url (and its password secret) to the "
+                          "inventory, or ask the database team to run the query")
+    missing = MISSING_DATABASE_REMEDIATION
+    try:
+        conn = postgres.connect(conninfo, connect_timeout_s=timeout)
+    except postgres.ConnectionFailed as exc:
+        if not MISSING_DATABASE.search(str(exc)):
+            raise
+        if via == "the application role":  # the server itself says so
+            return ctx.result(Status.CRITICAL,
+                              f"database {name} does not exist (the server refused the "
+                              "application role: database does not exist)",
+                              {"database": name, "checked_via": via}, missing)
+        via = "the admin URL (maintenance database postgres)"
+        conn = postgres.connect(make_conninfo(conninfo, dbname="postgres"),
+                                connect_timeout_s=timeout)
+    with conn:
         found = postgres.rows(conn, postgres.DATABASE_EXISTS_SQL, {"name": name})
+    evidence = {"database": name, "checked_via": via}
     if found:
-        return ctx.result(Status.OK, f"database {name} exists",
-                          {"database": name})
-    return ctx.result(Status.CRITICAL, f"database {name} does not exist",
-                      {"database": name}, "create it (§2.1 step 1) or fix database_url")
+        return ctx.result(Status.OK, f"database {name} exists (checked via {via})", evidence)
+    return ctx.result(Status.CRITICAL,
+                      f"database {name} does not exist in pg_database (checked via {via})",
+                      evidence, missing)
+
+
+MISSING_DATABASE_REMEDIATION = (
+    "create it (§2.1 step 1) if this is a new deployment; if it was dropped, restore it from "
+    "the latest backup (§5.1) and page the database team; or fix the name in database_url")
 
 
 @check("database.wal_archiving")
 def check_wal_archiving(ctx: RunContext) -> Finding:
     """§5.1 continuous WAL archiving: on, with a command, and not failing."""
-    with postgres.connect(_admin_url(ctx) or ctx.target.database_url()) as conn:
+    with postgres.connect(ctx.target.admin_database_url() or ctx.target.database_url()) as conn:
         row = postgres.one(conn, postgres.ARCHIVING_SQL)
     evidence = dict(row)
     if row["archive_mode"] not in ("on", "always"):
@@ -213,7 +280,7 @@ def check_wal_archiving(ctx: RunContext) -> Finding:
 def check_replication(ctx: RunContext) -> Finding:
     """§1.1 "Streaming replication for HA": required when the target says it is HA."""
     ha = bool(ctx.target.get("ha")) or bool(ctx.target.get("replica_database_url"))
-    with postgres.connect(_admin_url(ctx) or ctx.target.database_url()) as conn:
+    with postgres.connect(ctx.target.admin_database_url() or ctx.target.database_url()) as conn:
         replicas = postgres.rows(conn, postgres.REPLICATION_SQL)
     evidence = {"ha": ha, "replicas": replicas}
     table = pd.DataFrame(replicas) if replicas else None

@@ -35,10 +35,11 @@ from cryptography.x509.oid import NameOID, SignatureAlgorithmOID
 from cryptography.x509.verification import PolicyBuilder, Store, Subject, VerificationError
 from psycopg.conninfo import conninfo_to_dict
 
-from fraiseql_rb.core import thresholds
+from fraiseql_rb.checks import config
+from fraiseql_rb.core import reachability, thresholds
 from fraiseql_rb.core.context import RunContext, describe_error
 from fraiseql_rb.core.findings import Finding, Status, isoformat, utcnow
-from fraiseql_rb.targets import postgres, reachability
+from fraiseql_rb.targets import postgres
 
 RENEWAL_RUNBOOK = "follow the TLS Certificate Renewal runbook (§9.1)"
 
@@ -1063,3 +1064,37 @@ def _record_min_protocol(ctx: RunContext, check_name: str, row: dict[str, Any], 
                       "handshake could not be tried from here.", evidence,
                       "grant pg_read_all_settings to the checking role, or check as a "
                       "superuser")
+
+
+# -- what the server's config names, and what it serves (§1.2, §8.1 weekly) ------------------
+
+def check_config_certificates(ctx: RunContext, path: str | None = None, *,
+                              warning_days: float, critical_days: float) -> list[Finding]:
+    """§1.2 `openssl x509 -in server.crt -text -noout`: the certificate and key the config
+    names, for the host the inventory serves."""
+    chosen = config.config_path(ctx, path)
+    settings = config.settings_by_role(chosen) if chosen and Path(chosen).is_file() else {}
+    if not settings.get("tls_enabled") or not settings.get("tls_cert"):
+        return [ctx.record("tls.server.certificate", Status.INFO,
+                           "the config does not enable TLS with a certificate; TLS may "
+                           "terminate at the load balancer (check it there)",
+                           {"config_path": chosen})]
+    host = urlsplit(ctx.target.fraiseql_url).hostname
+    return check_certificate_file(
+        ctx, settings["tls_cert"], settings.get("tls_key"), host=host,
+        ca_bundle=ctx.target.get("ca_bundle"), warning_days=warning_days,
+        critical_days=critical_days, name="server")
+
+
+def check_served_tls(ctx: RunContext, path: str | None = None, *, warning_days: float,
+                     critical_days: float) -> list[Finding]:
+    """What clients get: the negotiated protocol against the configured minimum, and the
+    certificate actually served (which may differ from the file after a botched renewal)."""
+    chosen = config.config_path(ctx, path)
+    settings = config.settings_by_role(chosen) if chosen and Path(chosen).is_file() else {}
+    minimum = normalise_protocol(str(settings.get("tls_min_version") or "1.2"))
+    if protocol_rank(minimum) < protocol_rank("TLSv1.2"):
+        minimum = "TLSv1.2"  # §1.1: the runbook's floor, whatever the config allows
+    return check_endpoint_tls(ctx, ctx.target.fraiseql_url, minimum=minimum,
+                              warning_days=warning_days, critical_days=critical_days,
+                              name="endpoint", ca_bundle=ctx.target.get("ca_bundle"))

@@ -17,10 +17,17 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
-from fraiseql_rb.core import artifacts, inventory, paths, progress, provenance, secrets
+from fraiseql_rb.core import (
+    artifacts,
+    inventory,
+    paths,
+    progress,
+    provenance,
+    reachability,
+    secrets,
+)
 from fraiseql_rb.core.errors import RunbookError
 from fraiseql_rb.core.findings import Action, Finding, FindingsLog, Status
-from fraiseql_rb.targets import reachability
 
 RUN_ENV = "FRAISEQL_RB_RUN"  # JSON from the runner: runbook, target, parameters, findings path
 
@@ -86,12 +93,22 @@ class RunContext:
         return self.record(self.running[-1], status, summary, evidence, remediation, table,
                            resolves=resolves)
 
+    def skip(self, why: str) -> Finding:
+        """The running check does not apply here (an earlier step made it moot): info."""
+        return self.result(Status.INFO, f"skipped: {why}", {"skipped": True})
+
     def record_skipped(self, check: str, timeout: reachability.Timeout) -> Finding:
         """`check` was not run because its endpoint already hung in this run: unknown."""
         return self.record(check, Status.UNKNOWN, timeout.summary(), timeout.evidence(),
                            f"find why {timeout.endpoint} accepts connections but never "
                            "answers (a hung process, a stuck proxy, a firewall dropping "
                            "replies), then rerun")
+
+    def endpoint_hung(self, timeout: reachability.Timeout) -> Finding:
+        """The running check was not run: its endpoint already hung in this run (unknown)."""
+        if not self.running:
+            raise RuntimeError("endpoint_hung() outside a @check function: use record_skipped")
+        return self.record_skipped(self.running[-1], timeout)
 
     def could_not_run(self, check: str, exc: BaseException,
                       remediation: str = "fix what stopped the check (inventory, network, "
@@ -127,7 +144,7 @@ class RunContext:
         if path is None:
             raise RunbookError("this run has no artifact directory to save into")
         self.log.finish()
-        from fraiseql_rb.runner import render  # nbconvert is heavy: only when a live session saves
+        from fraiseql_rb.core import render  # nbconvert is heavy: only when a live session saves
 
         directory = path.parent
         render.write_artifacts(source, directory / f"{self.runbook}.ipynb",
@@ -162,7 +179,8 @@ def check(name: str) -> Callable[[Callable[P, R]], Callable[P, R | Finding]]:
 
     The wrapped function takes the RunContext first and returns what it recorded (a Finding,
     or a list of them for checks with several aspects). While it runs, `ctx.result(...)`
-    records under `name`, so the name is written here only.
+    records under `name`, so the name is written here only. A caller that decides the check
+    does not apply records that under the same name with `the_check.skip(ctx, why)`.
     """
 
     def decorate(func: Callable[P, R]) -> Callable[P, R | Finding]:
@@ -178,6 +196,16 @@ def check(name: str) -> Callable[[Callable[P, R]], Callable[P, R | Finding]]:
             finally:
                 ctx.running.pop()
 
+        def skip(ctx: RunContext, why: str) -> Finding:
+            """Record this check as skipped, for a caller that decides it does not apply."""
+            ctx.running.append(name)
+            try:
+                return ctx.skip(why)
+            finally:
+                ctx.running.pop()
+
+        wrapper.check_name = name  # type: ignore[attr-defined]
+        wrapper.skip = skip  # type: ignore[attr-defined]
         return wrapper
 
     return decorate

@@ -50,6 +50,21 @@ class Vocabulary:
             raise ValueError(f"{self.playbook}: fallback {self.fallback!r} not in vocabulary")
 
 
+def sampled_status(found: list[Candidate], *, sure: float) -> Status | None:
+    """The status of a playbook that measures over a window, when the vocabulary's own would
+    mislead: `unknown` when nothing, or not the leading cause, could be measured; `warning`
+    when `none` leads with less than `sure` confidence (high readings, no cause standing out);
+    otherwise None, and `conclude` decides."""
+    if not found:
+        return Status.UNKNOWN
+    top = max(found, key=lambda c: c.score)
+    if top.evidence.get("measured") is False:
+        return Status.UNKNOWN
+    if top.code == "none" and top.score < sure:
+        return Status.WARNING
+    return None
+
+
 def conclude(ctx: RunContext, vocabulary: Vocabulary, candidates: list[Candidate],
              *, status: Status | None = None) -> Finding:
     """Rank the candidates and record the `diagnosis` finding."""

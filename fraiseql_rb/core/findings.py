@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from fraiseql_rb.core import secrets
+from fraiseql_rb.core.errors import EXIT_CRITICAL, EXIT_OK, EXIT_UNKNOWN, EXIT_WARNING
 
 # Artifact files: the owner writes, the owner's group (the reviewers) reads, others nothing.
 ARTIFACT_FILE_MODE = 0o640
@@ -34,6 +35,10 @@ class Status(StrEnum):
     UNKNOWN = "unknown"
     INFO = "info"
 
+
+# The exit code of a status (DESIGN's exit codes): a run's and `validate-config`'s.
+EXIT_CODE = {Status.OK: EXIT_OK, Status.WARNING: EXIT_WARNING,
+             Status.CRITICAL: EXIT_CRITICAL, Status.UNKNOWN: EXIT_UNKNOWN}
 
 # Overall status is the worst finding; unknown ranks above warning and below critical, and
 # info (context, manual steps) never changes it.

@@ -322,6 +322,12 @@ class Target:
         url = str(self.require(f"{kind}_url"))
         return with_password(url, self.secret(f"{kind}_password"))
 
+    def admin_database_url(self) -> str | None:
+        """`admin_database_url` with its password, or None when the inventory has none: the
+        role that sees every session and statement, and gets in when the application's
+        cannot."""
+        return self.database_url("admin_database") if self.get("admin_database_url") else None
+
     def metrics_token(self) -> str | None:
         return self.secret("metrics_token")
 

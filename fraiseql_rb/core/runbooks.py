@@ -31,7 +31,7 @@ from typing import Any
 
 import nbformat
 
-from fraiseql_rb.core import paths
+from fraiseql_rb.core import paths, timespec
 from fraiseql_rb.core.errors import UsageError
 
 SECTIONS = ("preflight", "deploy", "incidents", "security", "monitoring", "dr", "maintenance",
@@ -54,24 +54,17 @@ class DeprecatedParameter(UserWarning):
     """A `-p` name from DEPRECATED_PARAMETERS was given; its message is the line to show."""
 
 
-# The named formats' validators import their parsers when called: those modules pull in
-# pandas, httpx and psycopg, which `fraiseql-rb list` should not pay for.
+# The named formats' validators are the parsers the runbooks use at run time.
 def _duration(text: str) -> object:
-    from fraiseql_rb.targets.prometheus import parse_range
-
-    return parse_range(text)
+    return timespec.parse_range(text)
 
 
 def _month(text: str) -> object:
-    from fraiseql_rb.security.review import month_window
-
-    return month_window(text)
+    return timespec.month_window(text)
 
 
 def _weekdays(text: str) -> object:
-    from fraiseql_rb.security.review import parse_work_days
-
-    return parse_work_days(text)
+    return timespec.parse_work_days(text)
 
 
 @dataclass(frozen=True)

@@ -173,6 +173,23 @@ CATALOGUE: dict[str, Limit] = {
     "hung_confirm_s": _l(2.0, "s", "a live server answers a bare hello (malformed request "
                          "line, SSLRequest) at once", "silence this long after a timeout "
                          "marks the endpoint hung; the run skips it from then on"),
+    "command_timeout_s": _l(60.0, "s", "DESIGN: every command has a timeout; a status or log "
+                            "command answers in seconds", "status_command, logs_command and "
+                            "restart_command each"),
+    "prometheus_timeout_s": _l(10.0, "s", "a range query over a week answers in well under a "
+                               "second on a healthy Prometheus", "each Prometheus API request"),
+    "promtool_timeout_s": _l(30.0, "s", "promtool checks a rules file in well under a second",
+                             "`promtool check rules` / `test rules` in alert review"),
+    "tool_probe_timeout_s": _l(10, "s", "pg_config and --version answer at once",
+                               "asking a local PostgreSQL binary where it lives or its version"),
+    "tcp_probe_timeout_s": _l(3.0, "s", "a TCP handshake in one region takes milliseconds",
+                              "one TCP connect of the network dashboard's probes"),
+    "cell_timeout_s": _l(600, "s", "DESIGN: a runbook ends; the longest cell samples for "
+                         "minutes (memory-leak window_s up to 14400 sets its own)",
+                         "one notebook cell (FRAISEQL_RB_CELL_TIMEOUT overrides)"),
+    "interrupt_grace_s": _l(10.0, "s", "a cell that honours KeyboardInterrupt stops within a "
+                            "second or two", "after Ctrl-C or SIGTERM, how long the kernel has "
+                            "to stop its cell before the run is stopped at once"),
     # -- FraiseQL v2 defaults (reference/fraiseql-v2-interface.md) -------------------------------
     "v2_default_pool_max": _l(20, "connections", "FraiseQL v2 [database] pool_max_size default",
                               "the pool size assumed when neither admin API nor config says"),
@@ -188,6 +205,28 @@ CATALOGUE: dict[str, Limit] = {
     "prometheus_scrapes_per_window": _l(4, "scrape intervals", "a rate over fewer scrapes "
                                         "rests on one or two samples",
                                         "a Prometheus rate window spans at least this many"),
+    # -- §9.2 dashboards ---------------------------------------------------------------------------
+    "dashboard_min_rate_window_s": _l(900, "s", "an imported history has one point per 5 "
+                                      "minutes: rate() needs two per window, and 15 minutes "
+                                      "outlasts the `for:` of §3.2's latency and pool alerts",
+                                      "shortest rate() window of a dashboard's range queries"),
+    "dashboard_sample_interval_s": _l(5.0, "s", "long enough for counters to move on a live "
+                                      "server", "direct samples: seconds between the two "
+                                      "/metrics scrapes when there is no Prometheus",
+                                      "sample_interval_s"),
+    "history_coverage_min": _l(0.9, "fraction of the range", "a gap of a tenth is visible on "
+                               "the plot", "a Prometheus history covering less of the range "
+                               "is reported as short"),
+    "cache_min_lookups": _l(10, "lookups per window", "a ratio over fewer lookups is noise",
+                            "cache hit ratio judged only from this many lookups"),
+    "network_probes": _l(5, "probes", "a median over five rides out one slow handshake",
+                         "TCP connects per destination on the network dashboard"),
+    "capacity_samples": _l(3, "samples", "three points show a direction",
+                           "direct samples of connections and memory for capacity planning"),
+    "plan_underestimate_factor": _l(10.0, "× estimated rows", "§4.1 step 4 EXPLAIN ANALYZE: "
+                                    "an estimate off by 10× misleads the planner's join "
+                                    "choice", "a plan node returning this many times its "
+                                    "estimated rows is flagged"),
     # -- §4.2 High Error Rate --------------------------------------------------------------------
     "error_ratio.warning": _l(0.01, "fraction of requests", "a healthy service stays below 1 %",
                               "share of failing GraphQL requests that is a warning",
@@ -381,6 +420,20 @@ DB_STATEMENT_TIMEOUT_MS = int(_number("db_statement_timeout_ms"))
 DB_LOCK_TIMEOUT_MS = int(_number("db_lock_timeout_ms"))
 MONTH_STATEMENT_TIMEOUT_MS = int(_number("month_statement_timeout_ms"))
 HUNG_CONFIRM_S = _number("hung_confirm_s")
+COMMAND_TIMEOUT_S = _number("command_timeout_s")
+PROMETHEUS_TIMEOUT_S = _number("prometheus_timeout_s")
+PROMTOOL_TIMEOUT_S = _number("promtool_timeout_s")
+TOOL_PROBE_TIMEOUT_S = _number("tool_probe_timeout_s")
+TCP_PROBE_TIMEOUT_S = _number("tcp_probe_timeout_s")
+CELL_TIMEOUT_S = int(_number("cell_timeout_s"))
+INTERRUPT_GRACE_S = _number("interrupt_grace_s")
+DASHBOARD_MIN_RATE_WINDOW_S = int(_number("dashboard_min_rate_window_s"))
+DASHBOARD_SAMPLE_INTERVAL_S = _number("dashboard_sample_interval_s")
+HISTORY_COVERAGE_MIN = _number("history_coverage_min")
+CACHE_MIN_LOOKUPS = int(_number("cache_min_lookups"))
+NETWORK_PROBES = int(_number("network_probes"))
+CAPACITY_SAMPLES = int(_number("capacity_samples"))
+PLAN_UNDERESTIMATE_FACTOR = _number("plan_underestimate_factor")
 V2_DEFAULT_POOL_MAX = int(_number("v2_default_pool_max"))
 OIDC_DEFAULT_TTL_S = _number("oidc_default_ttl_s")
 METRICS_WINDOW_S = _number("metrics_window_s")

@@ -35,19 +35,17 @@ from matplotlib.figure import Figure
 from matplotlib.ticker import EngFormatter, NullLocator
 
 from fraiseql_rb.checks import config
-from fraiseql_rb.core import plots, progress, secrets, thresholds
+from fraiseql_rb.core import plots, progress, secrets, thresholds, timespec
 from fraiseql_rb.core.context import RunContext, describe_error
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import Finding, Status
 from fraiseql_rb.targets import metrics, prometheus
 from fraiseql_rb.targets.prometheus import JOB, Series
 
-# An imported history has one point per 5 minutes: rate() needs two points per window, and
-# 15 minutes also outlasts the `for:` of the runbook's latency and pool alerts (5 min).
-MIN_RATE_WINDOW_S = 900
+MIN_RATE_WINDOW_S = thresholds.DASHBOARD_MIN_RATE_WINDOW_S
 POINTS = 300  # points per series: enough to read a day at 5-minute resolution
-SAMPLE_INTERVAL_S = 5.0  # direct samples: seconds between the two scrapes
-COVERAGE_SHARE = 0.9  # a history covering less of the range than this is said to be short
+SAMPLE_INTERVAL_S = thresholds.DASHBOARD_SAMPLE_INTERVAL_S
+COVERAGE_SHARE = thresholds.HISTORY_COVERAGE_MIN
 
 # §6.1 scale up when P95 > 2 s (warning); §3.2 HighQueryLatency at P99 > 5 s (critical).
 LATENCY_WARNING_S = thresholds.RESPONSE_TIME_MS.warning / 1000
@@ -466,7 +464,7 @@ def open_board(run: RunContext, lookback: str = "24h", *, job: str = JOB,
     A lookback that is not a duration raises UsageError: the run stops there with one line
     saying how to write it (e.g. 24h, 7d, 90m).
     """
-    span = prometheus.parse_range(lookback)
+    span = timespec.parse_range(lookback)
     if not sample_interval_s or sample_interval_s <= 0 or sample_interval_s > 60:
         raise UsageError(f"sample_interval_s must be between 0 and 60 seconds, "
                          f"not {sample_interval_s!r}")

@@ -41,7 +41,7 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fraiseql_rb.checks import host
-from fraiseql_rb.core import capacity, plots, thresholds
+from fraiseql_rb.core import capacity, plots, thresholds, timespec
 from fraiseql_rb.core.findings import Finding, Status
 from fraiseql_rb.targets import commands, pgstats, postgres, prometheus
 
@@ -58,7 +58,7 @@ from .board import (
 
 HORIZON = thresholds.CAPACITY_HORIZON  # a line reached within it is a warning
 MIN_TREND_SPAN = timedelta(hours=6)  # less history than this is not a trend worth a date
-SAMPLES = 3  # direct samples of connections and memory, spread over sample_interval_s
+SAMPLES = thresholds.CAPACITY_SAMPLES  # direct samples, spread over sample_interval_s
 # postgres_exporter's size gauge (not in metrics.CATALOG, which covers FraiseQL's own series)
 DATABASE_SIZE_SERIES = "pg_database_size_bytes"
 
@@ -104,7 +104,7 @@ class History:
 
 
 def horizon_of(text: str) -> timedelta:
-    return prometheus.parse_range(text)
+    return timespec.parse_range(text)
 
 
 def _series(times: list[datetime], values: list[float], name: str) -> pd.Series:

@@ -42,7 +42,7 @@ from .board import (
 
 CONNECTIONS_WARNING = thresholds.POOL_OF_MAX_CONNECTIONS.warning  # §6.1 80 % of capacity
 CONNECTIONS_CRITICAL = thresholds.POOL_OF_MAX_CONNECTIONS.critical
-TOP = 10  # tables and indexes shown
+TOP = thresholds.TOP_N  # tables and indexes shown
 POOL = {"active": Gauge("pool_active"), "idle": Gauge("pool_idle"),
         "open (total)": Gauge("pool_total"), "waiting requests": Gauge("pool_waiting")}
 

@@ -25,9 +25,8 @@ import pandas as pd
 from matplotlib.figure import Figure
 
 from fraiseql_rb.checks import tls
-from fraiseql_rb.core import plots
+from fraiseql_rb.core import plots, reachability, thresholds
 from fraiseql_rb.core.findings import Finding, Status
-from fraiseql_rb.targets import reachability
 
 from .board import (
     LATENCY_CRITICAL_S,
@@ -41,8 +40,8 @@ from .board import (
     safe_figure,
 )
 
-PROBES = 5  # samples per destination
-PROBE_TIMEOUT_S = 3.0
+PROBES = thresholds.NETWORK_PROBES  # samples per destination
+PROBE_TIMEOUT_S = thresholds.TCP_PROBE_TIMEOUT_S
 DEFAULT_PORTS = {"https": 443, "http": 80, "postgresql": 5432, "postgres": 5432}
 
 REQUESTS = {"HTTP requests": Rate("http_requests"), "4xx": Rate("http_4xx"),

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from matplotlib.figure import Figure
 
-from fraiseql_rb.core import plots
+from fraiseql_rb.core import plots, thresholds
 from fraiseql_rb.core.findings import Finding, Status
 
 from .board import (
@@ -34,7 +34,7 @@ from .board import (
 )
 
 WARNING_S, CRITICAL_S = LATENCY_WARNING_S, LATENCY_CRITICAL_S
-MIN_LOOKUPS = 10  # fewer cache lookups than this in a window make no ratio worth judging
+MIN_LOOKUPS = thresholds.CACHE_MIN_LOOKUPS  # fewer make no ratio worth judging
 
 LATENCY = {f"p{round(q * 100)}": Quantile("query_duration", q) for q in (0.5, 0.95, 0.99)}
 DB_LATENCY = {f"p{round(q * 100)}": Quantile("db_query_duration", q) for q in (0.5, 0.95, 0.99)}

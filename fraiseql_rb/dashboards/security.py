@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
-from fraiseql_rb.core import plots
+from fraiseql_rb.core import plots, thresholds
 from fraiseql_rb.core.findings import Finding, Status
 from fraiseql_rb.targets import postgres
 
@@ -31,7 +31,7 @@ SECURITY_EVENTS = ("authentication_failed", "sql_injection_attempt", "csrf_failu
 # Concepts of the security panel, in legend order (§3.1 "Security metrics").
 SECURITY_CONCEPTS = ("auth_failures", "rate_limited", "csrf_failures", "sql_injection_attempts",
                      "jwt_replays_rejected", "rate_limit_fail_open")
-TOP_IPS = 10
+TOP_IPS = thresholds.TOP_N
 
 # Events per UTC hour and type over the range: at most hours x types rows leave PostgreSQL.
 AUDIT_BY_HOUR_SQL = """

@@ -38,12 +38,12 @@ from matplotlib.figure import Figure
 from psycopg.conninfo import conninfo_to_dict
 
 from fraiseql_rb.checks import audit, config, tls
-from fraiseql_rb.core import plots, progress, thresholds
+from fraiseql_rb.core import plots, progress, reachability, thresholds
 from fraiseql_rb.core.context import RunContext, check, describe_error
 from fraiseql_rb.core.diagnosis import Candidate, Vocabulary
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import Finding, Status, isoformat, utcnow
-from fraiseql_rb.targets import metrics, postgres, reachability
+from fraiseql_rb.targets import metrics, postgres
 
 # Defaults of the notebook's parameters: defined (value, unit, why) in thresholds.CATALOGUE.
 WINDOW_HOURS = thresholds.AUTH_WINDOW_HOURS  # "spike": the last hour
@@ -311,10 +311,9 @@ def _role(ctx: RunContext, url: str | None, user: str | None) -> dict[str, Any] 
     """The role's row of pg_roles, through `url` or else the admin URL; None if unreadable."""
     if not user:
         return None
+    url = url or ctx.target.admin_database_url()
     if url is None:
-        if not ctx.target.get("admin_database_url"):
-            return None
-        url = ctx.target.database_url("admin_database")
+        return None
     try:
         with postgres.connect(url) as conn:
             row = postgres.one(conn, ROLE_SQL, {"role": user})

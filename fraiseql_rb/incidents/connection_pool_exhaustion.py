@@ -79,8 +79,9 @@ VOCABULARY = Vocabulary("connection-pool-exhaustion", {
 def visibility_url(ctx: RunContext) -> tuple[str, str]:
     """The URL to read pg_stat_activity with, and what it can see: the privileged connection
     sees every role's sessions; the application role sees its own fully, others' in part."""
-    if ctx.target.get("admin_database_url"):
-        return ctx.target.database_url("admin_database"), "every session (admin_database_url)"
+    admin = ctx.target.admin_database_url()
+    if admin is not None:
+        return admin, "every session (admin_database_url)"
     return (ctx.target.database_url(),
             "the application role's own sessions fully, other roles' without state or query "
             "(no admin_database_url)")
@@ -355,7 +356,8 @@ def terminate_idle_in_transaction(ctx: RunContext,
                                   ) -> Finding:
     """`pg_terminate_backend` on sessions idle in transaction longer than `idle_threshold_s`:
     only with execute=True and confirm=<target>, on the privileged connection."""
-    if not ctx.target.get("admin_database_url"):
+    url = ctx.target.admin_database_url()
+    if url is None:
         listed = ctx.latest("pool.idle_in_transaction")
         pids = list(listed.evidence.get("pids") or []) if listed is not None else []
         evidence: dict[str, Any] = {"pids": pids, "executed": False,
@@ -375,7 +377,6 @@ def terminate_idle_in_transaction(ctx: RunContext,
                           + (f"; {len(pids)} session(s) would qualify" if pids else ""),
                           evidence, "add admin_database_url (with admin_database_password_env "
                           "or _file), or run the recorded SQL as a superuser")
-    url = ctx.target.database_url("admin_database")
     with postgres.connect(url) as conn:  # read-only: listing changes nothing
         victims = postgres.rows(conn, VICTIMS_SQL, {"idle_s": float(idle_threshold_s)})
     pids = [int(v["pid"]) for v in victims]

@@ -16,11 +16,11 @@ there). This playbook never changes anything.
 
 from __future__ import annotations
 
-import re
 from typing import Any
 
-from psycopg.conninfo import conninfo_to_dict, make_conninfo
+from psycopg.conninfo import conninfo_to_dict
 
+from fraiseql_rb.checks import database
 from fraiseql_rb.core import thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.diagnosis import Candidate, Vocabulary
@@ -66,10 +66,6 @@ def _failure_code(ctx: RunContext) -> str | None:
     return found.evidence.get("failure") if found is not None else None
 
 
-def _skip(ctx: RunContext, check_name: str, why: str) -> Finding:
-    return ctx.record(check_name, Status.INFO, f"skipped: {why}", {"skipped": True})
-
-
 @check("database.connection")
 def check_connection(ctx: RunContext,
                      connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
@@ -97,90 +93,28 @@ def check_connection(ctx: RunContext,
                       VOCABULARY.remediation[result.failure.code])
 
 
-VERSION_SQL = """
-SELECT version() AS version,
-       current_setting('server_version_num')::int AS version_num,
-       pg_is_in_recovery() AS in_recovery,
-       CASE WHEN pg_is_in_recovery() THEN NULL ELSE pg_current_wal_lsn()::text END
-           AS current_wal_lsn,
-       current_setting('max_connections')::int AS max_connections,
-       (SELECT count(*) FROM pg_stat_activity) AS connections
-"""
-
-
-@check("database.version")
 def check_version(ctx: RunContext,
                   connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
-    """§4.2 step 2 `SELECT version();`, and whether database_url reaches a primary."""
+    """§4.2 step 2 `SELECT version();`, and whether database_url reaches a primary; skipped
+    when step 1 found that the application role cannot connect."""
     code = _failure_code(ctx)
     if code != "none":
-        return _skip(ctx, "database.version", "the application role cannot connect "
-                     f"({code or 'step 1 not run'}), so no session can run SELECT version()")
-    with postgres.connect(ctx.target.database_url(),
-                          connect_timeout_s=max(1, int(round(connect_timeout_s)))) as conn:
-        row = postgres.one(conn, VERSION_SQL)
-    evidence = dict(row)
-    major = row["version_num"] // 10000
-    if row["in_recovery"]:
-        return ctx.result(Status.WARNING,
-                          f"PostgreSQL {major} answers but is in recovery (a standby): reads "
-                          "work, every write fails", evidence,
-                          "point database_url at the primary; if the primary is gone, fail "
-                          "over with the failover runbook")
-    return ctx.result(Status.OK,
-                      f"PostgreSQL {major} answers: {row['version'].split(' on ')[0]}, "
-                      f"{row['connections']} of {row['max_connections']} connections in use",
-                      evidence)
+        return database.check_version.skip(
+            ctx, f"the application role cannot connect ({code or 'step 1 not run'}), so no "
+                 "session can run SELECT version()")
+    return database.check_version(ctx, connect_timeout_s=connect_timeout_s)
 
 
-def _admin_conninfo(ctx: RunContext) -> str | None:
-    if not ctx.target.get("admin_database_url"):
-        return None
-    return ctx.target.database_url("admin_database")
-
-
-@check("database.exists")
 def check_database_exists(ctx: RunContext,
                           connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S) -> Finding:
     """§4.2 step 3: the database in `pg_database`, through the admin URL when the application
     role cannot get in (a missing database, a rejected role or full slots)."""
-    url = ctx.target.database_url()
-    name = postgres.url_database(url) or conninfo_to_dict(url).get("dbname")
-    timeout = max(1, int(round(connect_timeout_s)))
     code = _failure_code(ctx)
     if code in ("server_down", "network_timeout"):
-        return _skip(ctx, "database.exists", f"the server cannot be reached ({code})")
-    if code == "none":
-        via, conninfo = "the application role", url
-    else:
-        admin = _admin_conninfo(ctx)
-        if admin is None:
-            return ctx.result(Status.UNKNOWN,
-                              "not checked: the application role cannot connect "
-                              f"({code or 'connection not classified'}) and "
-                              "the target has no admin_database_url", {"database": name},
-                              "add admin_database_url (and its password secret) to the "
-                              "inventory, or ask the database team to run the query")
-        via, conninfo = "the admin URL", admin
-    try:
-        conn = postgres.connect(conninfo, connect_timeout_s=timeout)
-    except postgres.ConnectionFailed as exc:
-        if via == "the application role" or not re.search(r'database "[^"]*" does not exist',
-                                                           str(exc)):
-            raise
-        # the admin URL names the missing database too: ask the maintenance database
-        via = "the admin URL (maintenance database postgres)"
-        conn = postgres.connect(make_conninfo(conninfo, dbname="postgres"),
-                                connect_timeout_s=timeout)
-    with conn:
-        found = postgres.rows(conn, postgres.DATABASE_EXISTS_SQL, {"name": name})
-    evidence = {"database": name, "checked_via": via}
-    if found:
-        return ctx.result(Status.OK,
-                          f"database {name} exists (checked via {via})", evidence)
-    return ctx.result(Status.CRITICAL,
-                      f"database {name} does not exist in pg_database (checked via {via})",
-                      evidence, VOCABULARY.remediation["database_missing"])
+        return database.check_database_exists.skip(
+            ctx, f"the server cannot be reached ({code})")
+    return database.check_database_exists(ctx, connect_timeout_s,
+                                          app_role_failure=code or "connection not classified")
 
 
 REPLICA_SQL = """

@@ -48,7 +48,7 @@ from matplotlib.figure import Figure
 
 from fraiseql_rb.core import plots, thresholds
 from fraiseql_rb.core.context import RunContext, check
-from fraiseql_rb.core.diagnosis import Candidate, Vocabulary
+from fraiseql_rb.core.diagnosis import Candidate, Vocabulary, sampled_status
 from fraiseql_rb.core.errors import RunbookError
 from fraiseql_rb.core.findings import Finding, Status
 from fraiseql_rb.targets import postgres, service
@@ -677,12 +677,4 @@ def candidates(ctx: RunContext) -> list[Candidate]:
 def verdict_status(ctx: RunContext, found: list[Candidate] | None = None) -> Status | None:
     """The diagnosis status when the vocabulary's own would mislead: `unknown` when the error
     rate could not be measured, `warning` when errors are high but no cause stands out."""
-    found = candidates(ctx) if found is None else found
-    if not found:
-        return Status.UNKNOWN
-    top = max(found, key=lambda c: c.score)
-    if top.evidence.get("measured") is False:
-        return Status.UNKNOWN
-    if top.code == "none" and top.score < 0.9:
-        return Status.WARNING
-    return None
+    return sampled_status(candidates(ctx) if found is None else found, sure=0.9)

@@ -58,7 +58,7 @@ from psycopg import sql
 from fraiseql_rb.checks import config
 from fraiseql_rb.core import plots, secrets, thresholds
 from fraiseql_rb.core.context import RunContext, check
-from fraiseql_rb.core.diagnosis import Candidate, Vocabulary
+from fraiseql_rb.core.diagnosis import Candidate, Vocabulary, sampled_status
 from fraiseql_rb.core.errors import RunbookError
 from fraiseql_rb.core.findings import Finding, Status
 from fraiseql_rb.targets import metrics, pgplan, pgstats, postgres, service
@@ -912,12 +912,4 @@ def candidates(ctx: RunContext) -> list[Candidate]:
 def verdict_status(ctx: RunContext) -> Status | None:
     """The diagnosis status when the vocabulary's own would mislead: `unknown` when nothing
     could be measured, `warning` when latency is high but no cause stands out."""
-    found = candidates(ctx)
-    if not found:
-        return Status.UNKNOWN
-    top = max(found, key=lambda c: c.score)
-    if top.evidence.get("measured") is False:
-        return Status.UNKNOWN
-    if top.code == "none" and top.score < 0.8:
-        return Status.WARNING
-    return None
+    return sampled_status(candidates(ctx), sure=0.8)

@@ -41,6 +41,7 @@ from typing import Any
 import pandas as pd
 
 from fraiseql_rb.checks import host
+from fraiseql_rb.checks import service as service_checks
 from fraiseql_rb.core import capacity, plots, progress, report, secrets, thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.diagnosis import Candidate, Vocabulary
@@ -604,48 +605,17 @@ def memory_profile(ctx: RunContext) -> Finding:
 
 # -- step 9: §4.1 step 5, restart if critical --------------------------------------------------
 
-@check("service.restart")
 def restart_if_critical(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S) -> Finding:
     """§4.1 step 5 "Restart service if critical": when the trend is critical, the target's
-    restart_command, only with execute=True (then wait for health); otherwise recorded."""
+    restart_command, only with execute=True (then wait for health); otherwise recorded. A
+    restart resets the memory, not the leak: healthy again is still a warning."""
     trend = ctx.latest("memory.trend")
     if trend is None or trend.status is not Status.CRITICAL:
         state = "not measured" if trend is None or trend.status is Status.UNKNOWN else \
             trend.status.value
-        return ctx.result(Status.INFO,
-                          f"no restart: the memory trend is {state}, not critical",
-                          {"needed": False, "executed": False})
-    why = f"resident memory is critical ({trend.summary})"
-    command = ctx.target.get("restart_command")
-    if not command:
-        return ctx.result(Status.UNKNOWN,
-                          "a restart is advised but the target has no restart_command",
-                          {"needed": True, "executed": False},
-                          "restart it by hand (systemctl restart fraiseql) and add "
-                          "restart_command to the inventory")
-    done = commands.restart(ctx, wait_s)
-    if not done.executed:
-        return ctx.result(Status.INFO,
-                          f"dry run: would run `{command}` ({why})",
-                          {"needed": True, "executed": False, "command": command},
-                          "rerun with execute=True, or run the command yourself; the leak "
-                          "comes back after a restart until its cause is fixed")
-    returncode = done.result.returncode if done.result is not None else None
-    evidence: dict[str, Any] = {"needed": True, "executed": True, "command": command,
-                                "returncode": returncode}
-    if done.health is None:
-        return ctx.result(Status.CRITICAL,
-                          f"restart_command failed (exit {returncode})", evidence,
-                          "run it by hand and read its error")
-    _, status, summary, waited, _ = done.health
-    evidence.update({"healthy": status is Status.OK, "waited_s": waited})
-    if status is Status.OK:
-        return ctx.result(Status.WARNING,
-                          f"restarted; healthy after {waited:.1f} s — memory is reset, the leak "
-                          "is not fixed", evidence, "watch the RSS; fix the cause below")
-    return ctx.result(Status.CRITICAL,
-                      f"restarted, still not healthy after {waited:.1f} s: {summary}", evidence,
-                      "run the service-down playbook")
+        return service_checks.restart(ctx, False, f"the memory trend is {state}, not critical")
+    return service_checks.restart(ctx, True, f"resident memory is critical ({trend.summary})",
+                                  wait_s=wait_s, leaves="memory is reset, the leak is not fixed")
 
 
 # -- the diagnosis -----------------------------------------------------------------------------

@@ -11,7 +11,6 @@ The deeper checks run only while the service is still down, as the runbook order
 from __future__ import annotations
 
 import json
-import re
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -19,7 +18,8 @@ from typing import Any
 import pandas as pd
 
 from fraiseql_rb.checks import config, database
-from fraiseql_rb.core import secrets, thresholds
+from fraiseql_rb.checks import service as service_checks
+from fraiseql_rb.core import thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.diagnosis import Candidate, Vocabulary
 from fraiseql_rb.core.findings import Finding, Status, isoformat, utcnow
@@ -52,10 +52,6 @@ STARTUP_BLOCKING = frozenset({
     "config.syntax", "config.value", "config.refused_section", "config.unknown_keys",
     "config.interpolation", "config.env", "config.tls",
 })
-
-
-def _skip(ctx: RunContext, check_name: str, why: str) -> Finding:
-    return ctx.record(check_name, Status.INFO, f"skipped: {why}", {"skipped": True})
 
 
 # -- step 3: process state ----------------------------------------------------------------
@@ -92,36 +88,10 @@ def check_process(ctx: RunContext) -> Finding:
 
 # -- step 2: logs -------------------------------------------------------------------------
 
-ERROR_LINE = re.compile(r"\b(ERROR|FATAL|CRITICAL|PANIC|panic(ked)?|Traceback|error:|"
-                        r"refused|denied|Killed|out of memory)", re.IGNORECASE)
-
-
-@check("service.logs")
 def recent_logs(ctx: RunContext, lines: int = 20) -> Finding:
     """§4.2 step 2 `docker logs fraiseql`: the last lines from logs_command, masked and shown,
     with the error-looking lines picked out."""
-    if not ctx.target.get("logs_command"):
-        return ctx.result(Status.INFO,
-                          "not read: the target has no logs_command", {},
-                          "add logs_command (journalctl -u fraiseql -n 200, docker logs "
-                          "--tail 200 fraiseql) to the inventory")
-    result = commands.run(ctx, "logs_command")
-    every = result.stdout.splitlines()
-    tail = every[-lines:]
-    errors = [line for line in every if ERROR_LINE.search(line)][-10:]
-    print(f"$ {secrets.mask(result.command)}   (last {len(tail)} of {len(every)} lines)")
-    for line in tail:
-        print(f"  {line}")
-    evidence = {"command": result.command, "returncode": result.returncode,
-                "lines_read": len(every), "last_lines": tail, "error_lines": errors}
-    if not result.ok:
-        last = (result.stderr.strip().splitlines() or [""])[-1]
-        return ctx.result(Status.WARNING,
-                          f"logs_command failed ({result.returncode}): {last}", evidence,
-                          "read the logs on the host; fix logs_command in the inventory")
-    found = f"; {len(errors)} error-looking line(s), the last: {errors[-1]}" if errors else ""
-    return ctx.result(Status.INFO,
-                      f"read the last {len(tail)} of {len(every)} log lines{found}", evidence)
+    return service_checks.check_logs(ctx, lines, show=True)
 
 
 # -- steps 4-5: restart and wait ------------------------------------------------------------
@@ -151,57 +121,14 @@ def restart_needed(ctx: RunContext) -> tuple[bool | None, str]:
 RESTART_RESOLVES = ("service.health", "service.readiness", "service.process")
 
 
-@check("service.restart")
 def restart(ctx: RunContext, wait_s: float = thresholds.RESTART_WAIT_S,
             poll_s: float = 1.0) -> Finding:
     """§4.2 steps 4-5: `systemctl restart fraiseql` through restart_command, only with
-    execute=True, then wait for health (30 s by default, the runbook's figure)."""
+    execute=True and only when `restart_needed`, then wait for health (30 s by default, the
+    runbook's figure). Healthy again, it resolves health, readiness and process state."""
     needed, why = restart_needed(ctx)
-    if not needed:
-        return ctx.result(Status.INFO, f"no restart: {why}",
-                          {"needed": needed, "executed": False, "reason": why})
-    command = ctx.target.get("restart_command")
-    if not command:
-        return ctx.result(Status.UNKNOWN,
-                          f"a restart is needed ({why}) but the target has no restart_command",
-                          {"needed": True, "executed": False, "reason": why},
-                          "restart it by hand (systemctl restart fraiseql) and add "
-                          "restart_command to the inventory")
-    done = commands.restart(ctx, wait_s, poll_s, why=why, step="§4.2 step 5")
-    if not done.executed:
-        print(repr(done.action))
-        return ctx.result(Status.INFO,
-                          f"dry run: a restart is needed ({why}); would run `{command}` and "
-                          f"wait up to {wait_s:g} s for health",
-                          {"needed": True, "executed": False, "reason": why,
-                           "command": command, "wait_s": wait_s},
-                          "rerun with execute=True, or run the command yourself and rerun "
-                          "this playbook")
-    result, output = done.result, done.output
-    assert result is not None
-    evidence: dict[str, Any] = {"needed": True, "executed": True, "reason": why,
-                                "command": command, "returncode": result.returncode,
-                                "command_s": result.elapsed_s, "wait_s": wait_s}
-    if done.health is None:
-        return ctx.result(Status.CRITICAL,
-                          f"restart_command failed (exit {result.returncode}): "
-                          f"{output[-1] if output else 'no output'}", evidence | {
-                              "healthy": False},
-                          "run it by hand and read its error; then the checks below")
-    p, status, summary, waited, polls = done.health
-    body = p.body if isinstance(p.body, dict) else {}
-    evidence.update({"healthy": status is Status.OK, "waited_s": waited, "polls": polls,
-                     "http_status": p.status_code, "status": body.get("status"),
-                     "version": body.get("version"), "schema_hash": body.get("schema_hash")})
-    if status is Status.OK:
-        # health, readiness and process state are what the restart fixed: they stay in the
-        # timeline but the run's status is the state after it
-        return ctx.result(Status.OK,
-                          f"healthy again {waited:.1f} s after the restart: {summary}", evidence,
-                          resolves=RESTART_RESOLVES)
-    return ctx.result(Status.CRITICAL,
-                      f"still not healthy {waited:.1f} s after the restart: {summary}", evidence,
-                      "continue with the checks below (database, configuration, changes)")
+    return service_checks.restart(ctx, needed, why, wait_s=wait_s, poll_s=poll_s,
+                                  step="§4.2 step 5", resolves=RESTART_RESOLVES)
 
 
 def still_down(ctx: RunContext) -> bool:
@@ -218,15 +145,14 @@ def still_down(ctx: RunContext) -> bool:
 def check_database(ctx: RunContext) -> Finding:
     """§4.2 step 6a: can the application role reach PostgreSQL at all?"""
     if not still_down(ctx):
-        return _skip(ctx, "database.reachable", "the service is up")
+        return database.check_reachable.skip(ctx, "the service is up")
     return database.check_reachable(ctx)
 
 
-@check("config.file")
 def check_configuration(ctx: RunContext) -> list[Finding]:
     """§4.2 step 6b: the config file the server reads, through the validator."""
     if not still_down(ctx):
-        return [_skip(ctx, "config.file", "the service is up")]
+        return [config.check_config.skip(ctx, "the service is up")]
     return config.check_config(ctx)
 
 
@@ -296,7 +222,7 @@ def recent_changes(ctx: RunContext, hours: float = thresholds.RECENT_CHANGES_HOU
     """§4.2 step 6c "Review recent changes": files changed in the config's directory, and the
     version or schema_hash against the last artifact of this runbook for this target."""
     if not still_down(ctx):
-        return _skip(ctx, "service.recent_changes", "the service is up")
+        return ctx.skip("the service is up")
     config_path = ctx.target.get("config_path")
     directory = Path(config_path).parent if config_path else None
     files = changed_files(directory, hours) if directory and directory.is_dir() else None

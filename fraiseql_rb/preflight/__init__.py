@@ -1,1 +1,2 @@
-"""Runbook §1 and §10: one module per notebook under notebooks/preflight/."""
+"""Runbook §1 and §10 (notebooks/preflight/): the operational checklist's items. The
+config-preflight notebook composes checks only (checks.config, tls, database, cache, host)."""

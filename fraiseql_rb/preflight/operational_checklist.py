@@ -13,13 +13,10 @@ from typing import Any
 
 import pandas as pd
 
-from fraiseql_rb.checks import backup, cache, database
+from fraiseql_rb.checks import backup, cache, config, database, instances, service, tls
 from fraiseql_rb.core import runbooks
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.findings import Finding, Status, worst
-from fraiseql_rb.deploy import deployment_verification
-from fraiseql_rb.preflight import config_preflight
-from fraiseql_rb.targets import commands, service
 
 PHASES = ("pre-production", "post-deployment")
 # §9.1 "Runbooks to Create", by the runbook name that implements each here.
@@ -45,17 +42,17 @@ class Item:
 
 
 def _instances(ctx: RunContext, _: dict[str, Any]) -> Finding:
-    return deployment_verification.check_instances(ctx, deployment_verification.instance_table(ctx))
+    return instances.check_instances(ctx, instances.instance_table(ctx))
 
 
 def _tls_files(ctx: RunContext, o: dict[str, Any]) -> list[Finding]:
-    return config_preflight.check_config_certificates(ctx, o.get("config_path"),
+    return tls.check_config_certificates(ctx, o.get("config_path"),
                                                warning_days=o["warning_days"],
                                                critical_days=o["critical_days"])
 
 
 def _tls_served(ctx: RunContext, o: dict[str, Any]) -> list[Finding]:
-    return config_preflight.check_served_tls(ctx, o.get("config_path"),
+    return tls.check_served_tls(ctx, o.get("config_path"),
                                       warning_days=o["warning_days"],
                                       critical_days=o["critical_days"])
 
@@ -72,7 +69,7 @@ def _library_runbooks(ctx: RunContext, _: dict[str, Any]) -> Finding:
 
 
 def _logs_answer(ctx: RunContext, _: dict[str, Any]) -> Finding:
-    return commands.check_logs_command(ctx)
+    return service.check_logs(ctx)
 
 
 def _wrap(func: Callable[..., Any]) -> Verifier:
@@ -122,7 +119,7 @@ ITEMS: tuple[Item, ...] = (
          (_wrap(service.check_response_times),),
          "the baseline is recorded where the next review will find it"),
     Item("security_scan", "post-deployment", "Security scan completed",
-         (_wrap(config_preflight.check_config_file),), "the image and dependency scan is clean"),
+         (_wrap(config.check_config_file),), "the image and dependency scan is clean"),
     Item("documentation", "post-deployment", "Documentation updated", (),
          "the runbook and architecture notes reflect this deployment"),
     Item("team_notified", "post-deployment", "Team notified of availability", (),

@@ -22,23 +22,17 @@ from typing import Any
 
 import papermill
 
-from fraiseql_rb.core import artifacts, inventory, provenance, runbooks, secrets
+from fraiseql_rb.core import artifacts, inventory, provenance, render, runbooks, secrets, thresholds
 from fraiseql_rb.core import progress as progress_display
 from fraiseql_rb.core.context import RUN_ENV, describe_error
 from fraiseql_rb.core.errors import (
-    EXIT_CRITICAL,
-    EXIT_OK,
-    EXIT_UNKNOWN,
-    EXIT_WARNING,
     InventoryError,
     UsageError,
 )
-from fraiseql_rb.core.findings import FindingsLog, Status, isoformat, utcnow
-from fraiseql_rb.runner import engine, interruption, render
+from fraiseql_rb.core.findings import EXIT_CODE, FindingsLog, Status, isoformat, utcnow
+from fraiseql_rb.runner import engine, interruption
 
-EXIT_BY_STATUS = {Status.OK: EXIT_OK, Status.WARNING: EXIT_WARNING,
-                  Status.CRITICAL: EXIT_CRITICAL, Status.UNKNOWN: EXIT_UNKNOWN}
-CELL_TIMEOUT_S = int(os.environ.get("FRAISEQL_RB_CELL_TIMEOUT", "600"))
+CELL_TIMEOUT_S = int(os.environ.get("FRAISEQL_RB_CELL_TIMEOUT", thresholds.CELL_TIMEOUT_S))
 
 
 @dataclass(frozen=True)
@@ -51,7 +45,7 @@ class RunResult:
 
     @property
     def exit_code(self) -> int:
-        return self.interrupted_exit or EXIT_BY_STATUS[self.status]
+        return self.interrupted_exit or EXIT_CODE[self.status]
 
 
 @dataclass(frozen=True)

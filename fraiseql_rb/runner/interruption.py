@@ -18,9 +18,10 @@ from dataclasses import dataclass, field
 
 import psutil
 
+from fraiseql_rb.core import thresholds
 from fraiseql_rb.core.findings import isoformat, utcnow
 
-GRACE_S = 10.0
+GRACE_S = thresholds.INTERRUPT_GRACE_S
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 
 

@@ -45,8 +45,9 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psycopg import sql
 
+from fraiseql_rb.targets.pgbin import has_extension, has_ssl, pg_bindir, pgserver_bindir
+
 from . import audit_data
-from .pgbin import has_extension, has_ssl, pg_bindir, pgserver_bindir
 
 log = logging.getLogger(__name__)
 

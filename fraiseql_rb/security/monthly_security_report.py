@@ -1,19 +1,22 @@
-"""Runbook §8.1 "Regular Security Reviews", monthly: the security report, its policy
-compliance table and its PDF.
+"""Runbook §8.1 "Regular Security Reviews", monthly: the security report, its data and its PDF.
 
 The runbook's monthly review is three commands that do not exist (`generate-security-report
 --month=... --output=/reports/security-$month.pdf`, `analyze-access-logs`,
 `compliance-checker --generate-report`). Here they are one runbook, `monthly-security-report`:
 
-- the month's totals by kind and by day, and the access review (`security_review`: every
-  count in PostgreSQL, only bounded top-N rows in pandas);
+- the month: a calendar month in UTC (`month_window`), its totals by kind and by day
+  (`check_month_totals`, `audit.buckets`); the access review over the audit table's events
+  of every type: events by user and by address with the share outside working hours
+  (`access_review`, `WorkHours`), and the addresses first seen this month, i.e. absent from
+  all earlier data (`new_addresses`);
 - policy compliance, one row per policy, each decided by the pre-flight checks that already
-  exist (`preflight`, `tls`, `database`, `config`): they run on a scratch context, so the
-  report records one `compliance.<policy>` finding per policy, with the source checks'
-  verdicts as its evidence, rather than thirty pre-flight findings;
-- `security-report-YYYY-MM.pdf` in the run's artifact directory (reportlab): title, summary,
-  totals, the compliance table, the figures (PNG) and the access tables, as real text a
-  reader can search and copy.
+  exist (`compliance`);
+- `security-report-YYYY-MM.pdf` in the run's artifact directory (`monthly_pdf`).
+
+Every count and grouping runs in PostgreSQL; what reaches pandas is one row per day and
+kind, or a top-N bounded by a parameter. The month's access queries group all its events
+(not only security kinds), so they read the month's range of the table whatever the indexes:
+they run with a longer statement timeout (`MONTH_STATEMENT_TIMEOUT_MS`).
 
 `MonthlyReport` carries what the notebook's steps produced (tables, figures) to the PDF, so a
 notebook cell stays one call. Nothing here changes the system.
@@ -21,227 +24,348 @@ notebook cell stays one call. Nothing here changes the system.
 
 from __future__ import annotations
 
-import io
-from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
-from pathlib import Path
+from datetime import datetime
 from typing import Any
-from xml.sax.saxutils import escape
 
 import pandas as pd
 from matplotlib.figure import Figure
+from psycopg import sql
 
-from fraiseql_rb.checks import audit, config, database, tls
-from fraiseql_rb.core import plots, secrets, thresholds
+from fraiseql_rb.checks import audit
+from fraiseql_rb.core import plots, thresholds
 from fraiseql_rb.core.context import RunContext, check, describe_error
 from fraiseql_rb.core.errors import RunbookError, UsageError
-from fraiseql_rb.core.findings import STATUS_COLOURS, Finding, Status, isoformat, utcnow, worst
-from fraiseql_rb.preflight import config_preflight
-from fraiseql_rb.security import review as security_review
+from fraiseql_rb.core.findings import Finding, Status, isoformat
+from fraiseql_rb.core.timespec import WorkHours, month_window
+from fraiseql_rb.security import compliance, monthly_pdf
+from fraiseql_rb.targets import postgres
 
-# ---- policy compliance ---------------------------------------------------------------------
+# ---- the month, working hours, totals, the access review -----------------------------------
+
+MONTH_STATEMENT_TIMEOUT_MS = thresholds.MONTH_STATEMENT_TIMEOUT_MS  # they read the whole month
+def describe_month(label: str, start: datetime, end: datetime) -> str:
+    to_date = " (to date)" if end.day != 1 or end.hour or end.minute or end.second else ""
+    return f"month {label}{to_date}: {audit.describe_window(start, end)}"
+
+
+# Working time as a predicate on a row's timestamp, in UTC whatever the session's TimeZone.
+WORKING_SQL = """(
+    extract(isodow FROM a."timestamp" AT TIME ZONE 'UTC')::int = ANY(%(work_days)s::int[])
+    AND extract(hour FROM a."timestamp" AT TIME ZONE 'UTC')::int >= %(work_start)s
+    AND extract(hour FROM a."timestamp" AT TIME ZONE 'UTC')::int < %(work_end)s)"""
+
+MONTH_TOTAL_SQL = """
+SELECT count(*) AS events FROM {table} AS a
+WHERE a."timestamp" >= %(start)s AND a."timestamp" < %(end)s
+"""
+
+# One pass over the month: events per (user, address) pair, then per user, per address and
+# overall from the pairs (a user's distinct addresses are its pairs), each ranked twice: by
+# events and by events outside working hours. Returned: the top `limit` of each ranking
+# and one `all` row; never more than 4·limit + 1 rows.
+ACCESS_SQL = """
+WITH pairs AS MATERIALIZED (
+    SELECT {user} AS u, {ip} AS i, count(*) AS events,
+           count(*) FILTER (WHERE NOT {working}) AS outside_hours,
+           min(a."timestamp") AS first_seen, max(a."timestamp") AS last_seen
+    FROM {table} AS a
+    WHERE a."timestamp" >= %(start)s AND a."timestamp" < %(end)s
+    GROUP BY 1, 2
+),
+grouped AS (
+    SELECT 'user' AS by, u AS value, sum(events)::bigint AS events,
+           sum(outside_hours)::bigint AS outside_hours, count(i) AS ips,
+           NULL::bigint AS users, min(first_seen) AS first_seen, max(last_seen) AS last_seen
+    FROM pairs GROUP BY u
+    UNION ALL
+    SELECT 'ip', i, sum(events)::bigint, sum(outside_hours)::bigint, NULL::bigint, count(u),
+           min(first_seen), max(last_seen)
+    FROM pairs GROUP BY i
+),
+ranked AS (
+    SELECT g.*,
+           row_number() OVER (PARTITION BY by ORDER BY events DESC, value ASC NULLS LAST)
+               AS rank_events,
+           row_number() OVER (PARTITION BY by ORDER BY outside_hours DESC,
+                                                      value ASC NULLS LAST) AS rank_outside
+    FROM grouped AS g
+)
+SELECT by, value, events, outside_hours, ips, users, first_seen, last_seen, rank_events,
+       rank_outside
+FROM ranked
+WHERE rank_events <= %(limit)s OR (rank_outside <= %(limit)s AND outside_hours > 0)
+UNION ALL
+SELECT 'all', NULL, coalesce(sum(events), 0)::bigint, coalesce(sum(outside_hours), 0)::bigint,
+       count(DISTINCT i), count(DISTINCT u), min(first_seen), max(last_seen), 0, 0
+FROM pairs
+"""
+
+# Addresses of the month that appear nowhere before it. The earlier addresses are reduced to
+# their distinct set first (a small hash whatever the history's size), then anti-joined.
+NEW_ADDRESSES_SQL = """
+WITH pairs AS MATERIALIZED (
+    SELECT a.ip_address AS ip, {user} AS u, count(*) AS events,
+           min(a."timestamp") AS first_seen, max(a."timestamp") AS last_seen
+    FROM {table} AS a
+    WHERE a."timestamp" >= %(start)s AND a."timestamp" < %(end)s
+      AND a.ip_address IS NOT NULL
+    GROUP BY 1, 2
+),
+month AS (
+    SELECT ip, sum(events)::bigint AS events, count(u) AS users,
+           min(first_seen) AS first_seen, max(last_seen) AS last_seen
+    FROM pairs GROUP BY ip
+),
+earlier AS MATERIALIZED (
+    SELECT DISTINCT a.ip_address AS ip FROM {table} AS a
+    WHERE a."timestamp" < %(start)s AND a.ip_address IS NOT NULL
+),
+new AS (
+    SELECT m.* FROM month AS m WHERE NOT EXISTS (SELECT 1 FROM earlier AS e WHERE e.ip = m.ip)
+)
+SELECT * FROM (
+    SELECT 'ip' AS row, host(ip) AS ip, events, users, first_seen, last_seen
+    FROM new ORDER BY events DESC, ip LIMIT %(limit)s
+) AS top
+UNION ALL
+SELECT 'all', NULL, (SELECT count(*) FROM new), (SELECT count(*) FROM month), NULL, NULL
+"""
+
+
+def _month_connect(ctx: RunContext) -> Any:
+    """audit.connect with the month's longer statement timeout (still read-only)."""
+    conn = audit.connect(ctx)
+    conn.execute("SELECT set_config('statement_timeout', %s, false)",
+                 (str(MONTH_STATEMENT_TIMEOUT_MS),))
+    return conn
+
+
+def _month_sql(template: str, src: audit.Source) -> sql.Composed:
+    return sql.SQL(template).format(table=audit._table_ident(src),
+                                    user=audit._KEY[(src.kind, "user")],
+                                    ip=audit._KEY[(src.kind, "ip")], working=sql.SQL(WORKING_SQL))
+
+
+def _need_table(src: audit.Source, what: str) -> None:
+    if not src.is_table:
+        raise audit.AuditSourceError(
+            f"{what} reads events of every type from an audit table; the JSON-lines source "
+            f"{src.pattern} holds only the v2 auth events (set audit_source to the table)")
+
+
+def month_total(ctx: RunContext, start: datetime, end: datetime) -> int:
+    """Audit events of every type in [start, end) (table sources only)."""
+    start, end = audit._window(start, end)
+    src = audit.source(ctx)
+    _need_table(src, "the month's total")
+    with _month_connect(ctx) as conn:
+        row = postgres.one(conn, _month_sql(MONTH_TOTAL_SQL, src),
+                           {"start": start, "end": end})
+    return int(row.get("events") or 0)
+
+
+ACCESS_COLUMNS = ["value", "events", "outside_hours", "ips", "users", "first_seen",
+                  "last_seen"]
 
 
 @dataclass(frozen=True)
-class Policy:
-    """A policy of the runbook and the pre-flight checks (by check name) that decide it."""
+class AccessReview:
+    """The month's access, bounded: totals and the top users and addresses."""
 
-    key: str  # the finding is compliance.<key>
-    title: str
-    requirement: str  # where the runbook asks for it
-    sources: tuple[str, ...]
+    start: datetime
+    end: datetime
+    work: WorkHours
+    totals: dict[str, Any]  # events, outside_hours, ips, users, first_seen, last_seen
+    by_user: pd.DataFrame  # top by events: user, events, outside_hours, ips, first/last_seen
+    by_ip: pd.DataFrame  # top by events: ip, events, outside_hours, users, first/last_seen
+    outside_users: pd.DataFrame  # top by events outside working hours
+    outside_ips: pd.DataFrame
 
+    def table(self) -> pd.DataFrame:
+        """Top users and addresses in one frame: by, value, events, outside_hours, ...."""
+        return _stack(self.by_user, self.by_ip)
 
-POLICIES: tuple[Policy, ...] = (
-    Policy("tls_endpoint", "TLS 1.2 or newer on the served endpoint",
-           "§1.1 load balancer TLS 1.2+; §1.2 min_tls_version = 1.2",
-           ("tls.endpoint.protocol", "config.tls_version")),
-    Policy("tls_postgres", "TLS 1.2 or newer to PostgreSQL",
-           "§1.1 database: encrypted connections",
-           ("tls.postgres.ssl", "tls.postgres.min_protocol", "tls.postgres.connection")),
-    Policy("scram", "SCRAM-SHA-256 password authentication",
-           "§1.1 database: SCRAM-SHA-256",
-           ("database.password_encryption", "database.role_passwords")),
-    Policy("rate_limiting", "Rate limiting on", "§1.2 [rate_limit] enabled = true",
-           ("config.rate_limit",)),
-    Policy("audit", "Audit logging on", "§1.2 [audit] enabled = true; §8.1 reviews read it",
-           ("config.audit", "audit.recent")),
-    Policy("error_redaction", "Error redaction on",
-           "§1.2 [security] error_redaction_enabled = true",
-           ("config.error_redaction",)),
-    Policy("certificates", "Certificates valid (dates, host name, chain)",
-           "§1.2 and §8.1 weekly: openssl x509 -dates",
-           ("tls.server.certificate", "tls.server.expiry", "tls.server.key_match",
-            "tls.server.chain",
-            "tls.endpoint.expiry", "tls.endpoint.hostname", "tls.endpoint.chain",
-            "tls.postgres.expiry", "tls.postgres.hostname")),
-)
-VERDICT = {Status.OK: "met", Status.WARNING: "at risk", Status.CRITICAL: "not met",
-           Status.UNKNOWN: "not verified", Status.INFO: "to confirm by hand"}
-AUDIT_RECENT = timedelta(days=7)
+    def outside_table(self) -> pd.DataFrame:
+        """The same for events outside working hours (most such events first)."""
+        return _stack(self.outside_users, self.outside_ips)
 
 
-@check("config.error_redaction")
-def check_error_redaction(ctx: RunContext) -> Finding:
-    """Error redaction (sanitisation) as the config file sets it, in any of the formats:
-    the runbook's `[security] error_redaction_enabled`, fraiseql.toml's
-    `[fraiseql.security.error_sanitization] enabled` (on by default). The v2 server config
-    has no such key: the setting is compiled from fraiseql.toml, so a person confirms it."""
-    path = config_preflight.config_path(ctx)
-    if not path or not Path(path).is_file():
-        return ctx.result(Status.UNKNOWN,
-                          "no config file to read error redaction from", {"config_path": path},
-                          "set config_path for the target in the inventory")
-    doc = config.load(path)
-    if doc.error is not None:
-        return ctx.result(Status.UNKNOWN,
-                          f"the config file cannot be parsed: {doc.error.message}",
-                          {"config_path": path}, "run validate-config on it")
-    fmt = config.detect(doc.data).format
-    settings = config.settings_by_role(path)
-    key = next((k for k in config.TABLES[fmt].values() if k.role == "error_redaction"), None)
-    evidence = {"config_path": path, "format": str(fmt), "key": key.display if key else None}
-    if key is None:
+def _stack(users: pd.DataFrame, ips: pd.DataFrame) -> pd.DataFrame:
+    parts = [users.rename(columns={"user": "value"}).assign(by="user"),
+             ips.rename(columns={"ip": "value"}).assign(by="ip")]
+    frame = pd.concat([p.astype(object) for p in parts if not p.empty] or [parts[0]],
+                      ignore_index=True).reindex(columns=["by", *ACCESS_COLUMNS])
+    for column in ("events", "outside_hours", "ips", "users"):
+        frame[column] = pd.array(frame[column].tolist(), dtype="Int64") if len(frame) else (
+            frame[column])
+    for column in ("first_seen", "last_seen"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame
+
+
+def access_review(ctx: RunContext, start: datetime, end: datetime, *,
+                  work: WorkHours | None = None, limit: int = thresholds.TOP_N) -> AccessReview:
+    """Requests by user and by client address over the audit table's events of every type in
+    [start, end): events, events outside working hours, distinct addresses per user and
+    users per address, first and last seen. One pass in PostgreSQL; `limit` rows per
+    ranking reach pandas."""
+    start, end = audit._window(start, end)
+    work = work or WorkHours()
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    src = audit.source(ctx)
+    _need_table(src, "the access review")
+    with _month_connect(ctx) as conn:
+        rows = postgres.rows(conn, _month_sql(ACCESS_SQL, src), {
+            "start": start, "end": end, "limit": limit, "work_days": list(work.days),
+            "work_start": work.start_hour, "work_end": work.end_hour})
+    total = next(r for r in rows if r["by"] == "all")
+
+    def frame(by: str, rank: str) -> pd.DataFrame:
+        picked = sorted((r for r in rows if r["by"] == by and r[rank] <= limit
+                         and (rank == "rank_events" or r["outside_hours"] > 0)),
+                        key=lambda r: r[rank])
+        out = audit._frame([{c: r[c] for c in ACCESS_COLUMNS} for r in picked],
+                           ACCESS_COLUMNS)
+        out["value"] = out["value"].astype(object).where(out["value"].notna(), None)
+        for column in ("first_seen", "last_seen"):
+            out[column] = pd.to_datetime(out[column], utc=True)
+        drop = "users" if by == "user" else "ips"
+        return out.drop(columns=[drop]).rename(columns={"value": by})
+
+    totals = {k: total[k] for k in ("events", "outside_hours", "ips", "users", "first_seen",
+                                    "last_seen")}
+    totals.update({k: int(totals[k] or 0) for k in ("events", "outside_hours", "ips", "users")})
+    return AccessReview(start, end, work, totals, frame("user", "rank_events"),
+                        frame("ip", "rank_events"), frame("user", "rank_outside"),
+                        frame("ip", "rank_outside"))
+
+
+def new_addresses(ctx: RunContext, start: datetime, end: datetime, *,
+                  limit: int = thresholds.TOP_N) -> tuple[pd.DataFrame, int, int]:
+    """Client addresses with events in [start, end) and none before `start`, in all the
+    table's data: (the `limit` busiest: DataFrame(ip, events, users, first_seen,
+    last_seen), how many new addresses, how many addresses the month saw)."""
+    start, end = audit._window(start, end)
+    if limit < 1:
+        raise ValueError("limit must be at least 1")
+    src = audit.source(ctx)
+    _need_table(src, "first-seen addresses")
+    with _month_connect(ctx) as conn:
+        rows = postgres.rows(conn, _month_sql(NEW_ADDRESSES_SQL, src),
+                             {"start": start, "end": end, "limit": limit})
+    summary = next(r for r in rows if r["row"] == "all")
+    columns = ["ip", "events", "users", "first_seen", "last_seen"]
+    frame = audit._frame([{c: r[c] for c in columns} for r in rows if r["row"] == "ip"],
+                         columns)
+    for column in ("first_seen", "last_seen"):
+        frame[column] = pd.to_datetime(frame[column], utc=True)
+    return frame, int(summary["events"] or 0), int(summary["users"] or 0)
+
+
+# ---- monthly checks: each records one finding and returns its table ----------------------------
+
+
+def _table_only(ctx: RunContext, check_name: str, what: str, src: audit.Source) -> Finding:
+    """A JSON-lines source holds only v2 auth events: say what is missing, as context."""
+    return ctx.record(check_name, Status.INFO,
+                      f"{what} needs the audit table's events of every type; the JSON-lines "
+                      f"source {src.pattern} holds only the v2 auth events, so it is skipped",
+                      {"source": src.label},
+                      "point audit_source at the audit table (table or v2_table) for it")
+
+MONTH_KINDS = audit.KINDS
+
+
+@check("security.monthly_totals")
+def check_month_totals(ctx: RunContext, label: str, start: datetime, end: datetime
+                       ) -> Finding:
+    """The month's security events by kind, and its audit events of every type. Records and
+    returns `security.monthly_totals` (info: the report's subject, never an alarm; its
+    table: kind, what, count); a month without a single audit event says so plainly, since
+    every table below will then be empty."""
+    src = audit.source(ctx)
+    counts = audit.counts(ctx, start, end, MONTH_KINDS)
+    table = counts.assign(what=[audit.label(k) for k in counts["kind"]])[["kind", "what", "count"]]
+    by_kind = {r["kind"]: int(r["count"]) for r in table.to_dict("records")}
+    security = sum(by_kind.values())
+    everything = month_total(ctx, start, end) if src.is_table else None
+    evidence = {"month": label, "window": [isoformat(start), isoformat(end)],
+                "totals": by_kind, "security_events": security, "all_events": everything,
+                "source": src.label}
+    if not security and not everything:
         return ctx.result(Status.INFO,
-            "the v2 server config has no error-redaction switch: it is compiled from "
-            "fraiseql.toml [fraiseql.security.error_sanitization] enabled (on by default); "
-            "confirm it there", evidence,
-            "check fraiseql.toml: [fraiseql.security.error_sanitization] enabled = true")
-    value = settings.get("error_redaction", key.default)
-    evidence["value"] = value
-    where = f"{key.display} = {str(value).lower()}" if "error_redaction" in settings else (
-        f"{key.display} not set (default {key.default})")
-    if value is True:
-        return ctx.result(Status.OK,
-                          f"error redaction is on ({where})", evidence)
-    return ctx.result(Status.WARNING,
-                      f"error redaction is not on ({where}): errors may show SQL, table "
-                      "names or stack details to clients", evidence,
-                      f"set {key.display} = true")
+                   f"no audit events at all in {label} {audit.describe_window(start, end)}: "
+                   "nothing to total or review for this month (before audit logging "
+                   "began, or rotated out of the audit table); the compliance checks "
+                   "below describe the deployment as it is today", {**evidence,
+                                                                    "no_data": True},
+                   table=table)
+    every = f" among {everything:,} audit events of every type" if everything else ""
+    return ctx.result(Status.INFO,
+                      f"{label}: {security:,} security events{every}: "
+                      + ", ".join(f"{n:,} {audit.label(k)}" for k, n in by_kind.items()),
+                      {**evidence, "no_data": False}, table=table)
 
 
-@check("audit.recent")
-def check_audit_recent(ctx: RunContext, end: datetime | None = None) -> Finding:
-    """Is the audit log being written? Security events of the last 7 days, counted on the
-    index; none at all is a warning to confirm audit logging is on (a quiet week is rare)."""
-    start, end = audit.last_hours(AUDIT_RECENT.total_seconds() / 3600, end)
-    counts = audit.counts(ctx, start, end, audit.KINDS)
-    by_kind = {r["kind"]: int(r["count"]) for r in counts.to_dict("records")}
-    total = sum(by_kind.values())
-    evidence = {"window": [isoformat(start), isoformat(end)], "counts": by_kind,
-                "source": audit.source(ctx).label}
-    if total:
-        return ctx.result(Status.OK,
-                          f"the audit log is being written: {total:,} security events in the "
-                          "last 7 days", evidence)
-    return ctx.result(Status.WARNING,
-                      "no security event recorded in the last 7 days: confirm audit logging "
-                      "is on and writes where audit_source points", evidence,
-                      "enable audit logging (fraiseql.toml [fraiseql.security.audit_logging] "
-                      "enabled = true) and check audit_source in the inventory")
+@check("security.access_review")
+def check_access_review(ctx: RunContext, label: str, start: datetime, end: datetime, *,
+                        work: WorkHours, top_n: int = thresholds.TOP_N) -> AccessReview:
+    """§8.1 monthly "analyze-access-logs": who used the API from where, and when. Records
+    `security.access_review` (info) and returns the review."""
+    src = audit.source(ctx)
+    if not src.is_table:
+        return _table_only(ctx, "security.access_review", "the access review", src)
+    review = access_review(ctx, start, end, work=work, limit=top_n)
+    t = review.totals
+    share = t["outside_hours"] / t["events"] if t["events"] else 0.0
+    evidence = {"month": label, "window": [isoformat(start), isoformat(end)],
+                "working_hours": work.describe(), **t,
+                "outside_share": round(share, 4), "top_n": top_n,
+                "top_users": review.by_user.head(top_n).to_dict("records"),
+                "top_ips": review.by_ip.head(top_n).to_dict("records"),
+                "top_outside_users": review.outside_users.to_dict("records"),
+                "top_outside_ips": review.outside_ips.to_dict("records")}
+    if not t["events"]:
+        ctx.result(Status.INFO,
+                   f"no audit events in {label}: no access to review", evidence,
+                   table=review.table())
+        return review
+    busiest = review.by_user.iloc[0] if not review.by_user.empty else None
+    lead = (f"; busiest user {busiest['user'] or '(none)'} ({int(busiest['events']):,} "
+            f"events from {int(busiest['ips'])} address(es))" if busiest is not None else "")
+    ctx.result(Status.INFO,
+               f"{t['events']:,} audit events in {label} from {t['users']:,} users and "
+               f"{t['ips']:,} addresses; {t['outside_hours']:,} ({share:.1%}) outside working "
+               f"hours ({work.describe()}){lead}", evidence, table=review.table())
+    return review
 
 
-def _preflight_findings(ctx: RunContext, *, warning_days: float, critical_days: float
-                        ) -> list[Finding]:
-    """Run the pre-flight checks the policies read, on a scratch context (same target, no
-    findings file), and return what they recorded."""
-    scratch = RunContext.adhoc(ctx.runbook, target=ctx.target)
-    steps: list[tuple[str, Callable[[], Any]]] = [
-        ("config.file", lambda: config_preflight.check_config_file(scratch)),
-        ("config.error_redaction", lambda: check_error_redaction(scratch)),
-        ("tls.server.expiry", lambda: config_preflight.check_config_certificates(
-            scratch, warning_days=warning_days, critical_days=critical_days)),
-        ("tls.endpoint.protocol", lambda: config_preflight.check_served_tls(
-            scratch, warning_days=warning_days, critical_days=critical_days)),
-        ("tls.postgres.ssl", lambda: tls.check_postgres_tls(
-            scratch, warning_days=warning_days, critical_days=critical_days)),
-        ("database.password_encryption", lambda: database.check_password_encryption(scratch)),
-        ("audit.recent", lambda: check_audit_recent(scratch)),
-    ]
-    if ctx.target.get("admin_database_url"):
-        steps.append(("database.role_passwords",
-                      lambda: database.check_role_passwords(scratch)))
-    for name, step in steps:
-        try:
-            step()
-        except Exception as exc:  # noqa: BLE001 - one check never stops the others
-            scratch.record(name, Status.UNKNOWN, f"could not run the check: "
-                                                 f"{describe_error(exc)}",
-                           {"error": type(exc).__name__})
-    return scratch.log.findings
-
-
-def _rank(status: Status) -> int:
-    return {Status.CRITICAL: 0, Status.UNKNOWN: 1, Status.WARNING: 2, Status.OK: 3,
-            Status.INFO: 4}[status]
-
-
-def _decide(policy: Policy, found: list[Finding], context: dict[str, Finding]
-            ) -> tuple[Status, list[Finding], str]:
-    """(status, the findings behind it worst first, a note) for one policy."""
-    mine = sorted((f for f in found if f.check in policy.sources),
-                  key=lambda f: _rank(f.status))
-    note = ""
-    if policy.key == "scram" and not any(f.check == "database.role_passwords" for f in mine):
-        note = "stored role passwords not checked: the target has no admin_database_url"
-    if not mine:
-        why = context.get("config.file")
-        note = (f"the pre-flight check did not report ({why.summary})" if why is not None
-                else "the pre-flight check did not report")
-        return Status.UNKNOWN, [], note
-    decisive = [f.status for f in mine if f.status is not Status.INFO]
-    return (worst(decisive) if decisive else Status.INFO), mine, note
-
-
-@check("compliance")
-def check_compliance(ctx: RunContext, *,
-                     warning_days: float = thresholds.CERT_EXPIRY_DAYS.warning,
-                     critical_days: float = thresholds.CERT_EXPIRY_DAYS.critical
-                     ) -> pd.DataFrame:
-    """§8.1 monthly "compliance-checker": one row per policy (TLS 1.2+ served and to
-    PostgreSQL, SCRAM, rate limiting, audit, error redaction, certificates), its status
-    taken from the pre-flight checks (the worst of the decisive ones; `info` when only a
-    person can confirm it), the evidence and the source checks. Records `compliance.<key>`
-    per policy; returns DataFrame(policy, status, evidence, source check)."""
-    found = _preflight_findings(ctx, warning_days=warning_days, critical_days=critical_days)
-    by_check = {f.check: f for f in found}
-    rows = []
-    for policy in POLICIES:
-        status, mine, note = _decide(policy, found, by_check)
-        evidence_text = "; ".join([f.summary.rstrip(".") for f in mine]
-                                  + ([note] if note else []))
-        first_fix = next((f.remediation for f in mine
-                          if f.status not in (Status.OK, Status.INFO) and f.remediation), None)
-        if status is Status.INFO:
-            first_fix = next((f.remediation for f in mine if f.remediation), None)
-        ctx.record(f"compliance.{policy.key}", status,
-                   f"{policy.title}: {VERDICT[status]} - {evidence_text}",
-                   {"policy": policy.title, "requirement": policy.requirement,
-                    "sources": [{"check": f.check, "status": str(f.status),
-                                 "summary": f.summary} for f in mine],
-                    "note": note or None},
-                   first_fix or ("rerun config-preflight to see why" if status is
-                                 Status.UNKNOWN else None))
-        rows.append({"policy": policy.title, "status": str(status),
-                     "evidence": evidence_text,
-                     "source check": ", ".join(dict.fromkeys(f.check for f in mine))
-                     or ", ".join(policy.sources)})
-    return pd.DataFrame(rows, columns=["policy", "status", "evidence", "source check"])
-
-
-def compliance_summary(table: pd.DataFrame | None) -> tuple[str, str]:
-    """(overall status, one sentence) for a compliance table."""
-    if table is None or table.empty:
-        return "unknown", "policy compliance was not checked"
-    statuses = [Status(s) for s in table["status"]]
-    counts = {s: statuses.count(s) for s in Status if statuses.count(s)}
-    decisive = [s for s in statuses if s is not Status.INFO]
-    overall = worst(decisive) if decisive else Status.INFO
-    parts = [f"{counts[s]} {VERDICT[s]}" for s in (Status.OK, Status.WARNING, Status.CRITICAL,
-                                                    Status.UNKNOWN, Status.INFO) if s in counts]
-    return str(overall), (f"{counts.get(Status.OK, 0)} of {len(statuses)} policies met "
-                          f"({', '.join(parts)}); overall {overall.upper()}")
+@check("security.new_addresses")
+def check_new_addresses(ctx: RunContext, label: str, start: datetime, end: datetime, *,
+                        top_n: int = thresholds.TOP_N) -> Finding:
+    """Client addresses first seen this month (in no earlier event). Records and returns
+    `security.new_addresses` (info: a reviewer confirms they are known partners, new
+    offices, or not; its table: the busiest `top_n`)."""
+    src = audit.source(ctx)
+    if not src.is_table:
+        return _table_only(ctx, "security.new_addresses", "first-seen addresses", src)
+    table, new, seen = new_addresses(ctx, start, end, limit=top_n)
+    evidence = {"month": label, "new_addresses": new, "month_addresses": seen,
+                "top": table.to_dict("records")}
+    if not new:
+        return ctx.result(Status.INFO,
+                          f"no address first seen in {label} ({seen:,} addresses, all seen "
+                          f"before)" if seen else f"no client address at all in {label}",
+                          evidence, table=table)
+    named = ", ".join(f"{r['ip']} ({int(r['events']):,})" for r in table.head(5).to_dict(
+        "records"))
+    return ctx.result(Status.INFO,
+                      f"{new:,} of the {seen:,} addresses of {label} were never seen before; "
+                      f"busiest: {named}", evidence,
+                      "confirm each busy new address belongs to a known client; block the "
+                      "others", table=table)
 
 
 # ---- the month's report ----------------------------------------------------------------------
@@ -255,13 +379,13 @@ class MonthlyReport:
     label: str
     start: datetime
     end: datetime
-    work: security_review.WorkHours
-    top_n: int = security_review.TOP_N
+    work: WorkHours
+    top_n: int = thresholds.TOP_N
     warning_days: float = thresholds.CERT_EXPIRY_DAYS.warning
     critical_days: float = thresholds.CERT_EXPIRY_DAYS.critical
     totals: pd.DataFrame | None = None
     all_events: int | None = None
-    access: security_review.AccessReview | None = None
+    access: AccessReview | None = None
     new_ips: pd.DataFrame | None = None
     new_ip_count: int | None = None
     compliance: pd.DataFrame | None = None
@@ -270,11 +394,11 @@ class MonthlyReport:
     # the notebook's steps, each one call
 
     def describe(self) -> str:
-        return (f"{security_review.describe_month(self.label, self.start, self.end)}; "
+        return (f"{describe_month(self.label, self.start, self.end)}; "
                 f"working hours {self.work.describe()}; top {self.top_n}")
 
     def check_totals(self) -> Finding:
-        found = security_review.check_month_totals(self.ctx, self.label, self.start, self.end)
+        found = check_month_totals(self.ctx, self.label, self.start, self.end)
         if isinstance(found.table, pd.DataFrame):
             self.totals = found.table
             self.all_events = found.evidence.get("all_events")
@@ -288,12 +412,11 @@ class MonthlyReport:
     def daily_plot(self) -> Figure | Finding:
         """Security events per day of the month, one line per kind."""
         try:
-            days = security_review.buckets(self.ctx, self.start, self.end,
-                                           security_review.MONTH_KINDS,
-                                           width=security_review.DAY)
+            days = audit.buckets(self.ctx, self.start, self.end, MONTH_KINDS,
+                                 width=audit.DAY)
             wide = days.pivot(index="bucket", columns="kind", values="count")[
-                list(security_review.MONTH_KINDS)]
-            wide.columns = [security_review.TITLES.get(k, k) for k in wide.columns]
+                list(MONTH_KINDS)]
+            wide.columns = [audit.TITLES.get(k, k) for k in wide.columns]
             fig = plots.timeseries(wide, title=f"Security events per day, {self.label}",
                                    ylabel="events per day", xlabel="day (UTC)")
             fig.axes[0].set_ylim(bottom=0)
@@ -306,7 +429,7 @@ class MonthlyReport:
         try:
             if self.totals is None:
                 raise RunbookError("the totals step did not run")
-            data = self.totals.assign(what=[security_review.TITLES.get(k, k)
+            data = self.totals.assign(what=[audit.TITLES.get(k, k)
                                             for k in self.totals["kind"]])
             fig = plots.bar(data, x="what", y="count", horizontal=True,
                             title=f"Security events by type, {self.label}",
@@ -316,10 +439,9 @@ class MonthlyReport:
             return self._plot_failed("by type", exc)
 
     def check_access(self) -> Finding | None:
-        review = security_review.check_access_review(self.ctx, self.label, self.start,
-                                                     self.end, work=self.work,
-                                                     top_n=self.top_n)
-        if isinstance(review, security_review.AccessReview):
+        review = check_access_review(self.ctx, self.label, self.start, self.end,
+                                     work=self.work, top_n=self.top_n)
+        if isinstance(review, AccessReview):
             self.access = review
         return self._last("security.access_review")
 
@@ -333,16 +455,16 @@ class MonthlyReport:
         return self.access.outside_table()
 
     def check_new_addresses(self) -> Finding:
-        found = security_review.check_new_addresses(self.ctx, self.label, self.start,
-                                                    self.end, top_n=self.top_n)
+        found = check_new_addresses(self.ctx, self.label, self.start, self.end,
+                                    top_n=self.top_n)
         if isinstance(found.table, pd.DataFrame):
             self.new_ips = found.table
             self.new_ip_count = found.evidence.get("new_addresses")
         return found
 
     def check_compliance(self) -> pd.DataFrame | Finding:
-        table = check_compliance(self.ctx, warning_days=self.warning_days,
-                                 critical_days=self.critical_days)
+        table = compliance.check_compliance(self.ctx, warning_days=self.warning_days,
+                                            critical_days=self.critical_days)
         if isinstance(table, pd.DataFrame):
             self.compliance = table
         return table
@@ -355,9 +477,9 @@ class MonthlyReport:
             return self.ctx.record("security.report_pdf", Status.INFO,
                                    "no PDF written: this run has no artifact directory "
                                    "(run it with fraiseql-rb run, or from the notebook)", {})
-        path = self.ctx.log.path.parent / pdf_name(self.label)
+        path = self.ctx.log.path.parent / monthly_pdf.pdf_name(self.label)
         try:
-            pages = write_pdf(self, path)
+            pages = monthly_pdf.write_pdf(self, path)
         except Exception as exc:  # noqa: BLE001 - the notebook and HTML still stand
             return self.ctx.record("security.report_pdf", Status.UNKNOWN,
                                    f"could not write the PDF: {describe_error(exc)}",
@@ -388,7 +510,7 @@ class MonthlyReport:
         return self.describe()
 
 
-def begin(ctx: RunContext, month: str | None = None, *, top_n: int = security_review.TOP_N,
+def begin(ctx: RunContext, month: str | None = None, *, top_n: int = thresholds.TOP_N,
           work_start_hour: int = thresholds.WORK_START_HOUR,
           work_end_hour: int = thresholds.WORK_END_HOUR, work_days: Any = thresholds.WORK_DAYS,
           warning_days: float = thresholds.CERT_EXPIRY_DAYS.warning,
@@ -397,193 +519,9 @@ def begin(ctx: RunContext, month: str | None = None, *, top_n: int = security_re
     """Check the parameters (a bad month or working-hours value raises a UsageError whose
     message is the one line to read) and start the report of `month` (YYYY-MM, None = the
     previous calendar month, UTC)."""
-    label, start, end = security_review.month_window(month, now)
-    work = security_review.WorkHours.parse(work_days, work_start_hour, work_end_hour)
+    label, start, end = month_window(month, now)
+    work = WorkHours.parse(work_days, work_start_hour, work_end_hour)
     if int(top_n) < 1:
         raise UsageError(f"top_n must be at least 1, not {top_n}")
     return MonthlyReport(ctx, label, start, end, work, int(top_n), float(warning_days),
                          float(critical_days))
-
-
-# ---- the PDF ---------------------------------------------------------------------------------
-
-# Relative column widths of the PDF's tables (1.0 when not listed).
-COLUMN_WEIGHTS = {"user": 3.4, "ip": 1.9, "value": 3.0, "by": 0.6, "events": 1.0,
-                  "outside_hours": 1.2, "ips": 0.7, "users": 0.8, "first_seen": 1.7,
-                  "last_seen": 1.7}
-
-
-def pdf_name(label: str) -> str:
-    return f"security-report-{label}.pdf"
-
-
-def _text(value: Any) -> str:
-    """A value as masked, XML-escaped text for a reportlab Paragraph."""
-    if value is None or (not isinstance(value, (str, list, dict, tuple)) and pd.isna(value)):
-        return ""
-    if isinstance(value, datetime):  # pd.Timestamp is one
-        return isoformat(value)
-    if isinstance(value, int) and not isinstance(value, bool):
-        return f"{value:,}"
-    return escape(secrets.mask(str(value)))
-
-
-def totals_line(report: MonthlyReport) -> str:
-    """The month's totals in one plain line (the PDF's summary; tests search for it)."""
-    if report.totals is None:
-        return "Totals: not computed (the totals step did not run)."
-    parts = [f"{r['kind']} {int(r['count']):,}" for r in report.totals.to_dict("records")]
-    if report.all_events is not None:
-        parts.append(f"all audit events {report.all_events:,}")
-    return f"Totals for {report.label}: " + " | ".join(parts) + "."
-
-
-def summary_lines(report: MonthlyReport) -> list[str]:
-    ctx = report.ctx
-    lines = [f"Window: {audit.describe_window(report.start, report.end)} (UTC). Target "
-             f"{ctx.target_name}; generated {isoformat(utcnow())} by fraiseql-rb "
-             f"{ctx.runbook}" + (f", {ctx.log.incident_id}" if ctx.log.incident_id else "")
-             + "."]
-    if report.no_data:
-        lines.append(f"No audit events were recorded in {report.label}: there is nothing to "
-                     "total or review for this month. The compliance table describes the "
-                     "deployment as it is today.")
-    lines.append(totals_line(report))
-    if report.access is not None and report.access.totals["events"]:
-        t = report.access.totals
-        share = t["outside_hours"] / t["events"]
-        lines.append(f"Access: {t['events']:,} audit events from {t['users']:,} users and "
-                     f"{t['ips']:,} addresses; {t['outside_hours']:,} ({share:.1%}) outside "
-                     f"working hours ({report.work.describe()}).")
-    if report.new_ip_count is not None:
-        lines.append(f"Addresses first seen this month: {report.new_ip_count:,}.")
-    overall, sentence = compliance_summary(report.compliance)
-    lines.append(f"Compliance: {sentence}.")
-    lines.append(f"Run status so far: {report.ctx.status.upper()} "
-                 f"({len(report.ctx.log.findings)} findings).")
-    return lines
-
-
-def write_pdf(report: MonthlyReport, path: Path) -> int:
-    """Render the report to `path`; returns the number of pages."""
-    from reportlab.lib import colors
-    from reportlab.lib.pagesizes import A4
-    from reportlab.lib.styles import ParagraphStyle, getSampleStyleSheet
-    from reportlab.lib.units import mm
-    from reportlab.platypus import (
-        Image,
-        KeepTogether,
-        PageBreak,
-        Paragraph,
-        SimpleDocTemplate,
-        Spacer,
-        Table,
-        TableStyle,
-    )
-
-    styles = getSampleStyleSheet()
-    body = styles["BodyText"]
-    small = ParagraphStyle("small", parent=body, fontSize=7.5, leading=9)
-    title = f"Security report {report.label}: {report.ctx.target_name}"
-    width = A4[0] - 36 * mm
-    story: list[Any] = [Paragraph(escape(title), styles["Title"])]
-
-    def heading(text: str) -> None:
-        story.append(Paragraph(escape(text), styles["Heading2"]))
-
-    def table(frame: pd.DataFrame, widths: list[float] | None = None,
-              status_column: str | None = None) -> None:
-        if frame is None or frame.empty:
-            story.append(Paragraph("<i>none</i>", body))
-            return
-        if widths is None:
-            weights = [COLUMN_WEIGHTS.get(str(c), 1.0) for c in frame.columns]
-            widths = [width * w / sum(weights) for w in weights]
-        header = [Paragraph(f"<b>{_text(str(c).replace('_', ' '))}</b>", small)
-                  for c in frame.columns]
-        data = [header]
-        for record in frame.itertuples(index=False):
-            cells = []
-            for column, value in zip(frame.columns, record, strict=True):
-                text = _text(value.item() if hasattr(value, "item") else value)
-                if column == status_column:
-                    text = (f"<font color='{STATUS_COLOURS.get(str(value), '#000000')}'>"
-                            f"<b>{text.upper()}</b></font>")
-                cells.append(Paragraph(text, small))
-            data.append(cells)
-        t = Table(data, colWidths=widths, repeatRows=1)
-        t.setStyle(TableStyle([
-            ("GRID", (0, 0), (-1, -1), 0.25, colors.HexColor("#d0d7de")),
-            ("BACKGROUND", (0, 0), (-1, 0), colors.HexColor("#f6f8fa")),
-            ("VALIGN", (0, 0), (-1, -1), "TOP")]))
-        story.append(t)
-
-    heading("Summary")
-    for line in summary_lines(report):
-        story.append(Paragraph(_text(line), body))
-    heading("Totals by type")
-    table(report.totals if report.totals is not None else pd.DataFrame(),
-          [0.3 * width, 0.5 * width, 0.2 * width])
-    heading("Policy compliance")
-    story.append(Paragraph(_text(compliance_summary(report.compliance)[1]) + ".", body))
-    table(report.compliance if report.compliance is not None else pd.DataFrame(),
-          [0.22 * width, 0.11 * width, 0.45 * width, 0.22 * width], status_column="status")
-    for caption, fig in report.figures:
-        png = plots.to_png(fig)
-        w_in, h_in = fig.get_size_inches()
-        image = Image(io.BytesIO(png), width=width, height=width * h_in / w_in)
-        story.append(KeepTogether([Paragraph(escape(caption), styles["Heading3"]), image]))
-    if report.access is not None:
-        story.append(PageBreak())
-        heading(f"Access review (top {report.top_n})")
-        story.append(Paragraph("By user", styles["Heading3"]))
-        table(_shown(report.access.by_user))
-        story.append(Paragraph("By client address", styles["Heading3"]))
-        table(_shown(report.access.by_ip))
-        story.append(Paragraph(escape(f"Users outside working hours "
-                                      f"({report.work.describe()})"), styles["Heading3"]))
-        table(_shown(report.access.outside_users))
-        story.append(Paragraph(escape(f"Addresses outside working hours "
-                                      f"({report.work.describe()})"), styles["Heading3"]))
-        table(_shown(report.access.outside_ips))
-    if report.new_ips is not None:
-        story.append(Paragraph(escape(f"Addresses first seen in {report.label} "
-                                      f"({report.new_ip_count or 0:,} in all)"),
-                               styles["Heading3"]))
-        table(_shown(report.new_ips))
-    heading("Findings of this run")
-    findings = pd.DataFrame([{"status": str(f.status), "check": f.check, "summary": f.summary}
-                             for f in report.ctx.log.findings],
-                            columns=["status", "check", "summary"])
-    table(findings, [0.12 * width, 0.25 * width, 0.63 * width], status_column="status")
-    story.append(Spacer(1, 4 * mm))
-
-    def footer(canvas: Any, doc: Any) -> None:
-        canvas.saveState()
-        canvas.setFont("Helvetica", 7.5)
-        canvas.setFillColor(colors.HexColor("#6e7781"))
-        canvas.drawString(18 * mm, 10 * mm, f"fraiseql-rb {report.ctx.runbook} - {title}")
-        canvas.drawRightString(A4[0] - 18 * mm, 10 * mm, f"page {doc.page}")
-        canvas.restoreState()
-
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    doc = SimpleDocTemplate(str(tmp), pagesize=A4, leftMargin=18 * mm, rightMargin=18 * mm,
-                            topMargin=16 * mm, bottomMargin=18 * mm, title=title,
-                            author="fraiseql-rb", subject=f"runbook §8.1 monthly, {report.label}",
-                            creator=f"fraiseql-rb {report.ctx.runbook}")
-    doc.build(story, onFirstPage=footer, onLaterPages=footer)
-    tmp.replace(path)
-    return int(doc.page)
-
-
-def _shown(frame: pd.DataFrame, limit: int = 200) -> pd.DataFrame:
-    """A bounded table for the PDF, datetimes to the minute (UTC)."""
-    out = frame.head(limit).copy()
-    if "user" in out.columns:  # events keyed by address only
-        out["user"] = out["user"].map(lambda v: "(no user)" if v is None or pd.isna(v) else v)
-    for column in out.columns:
-        if pd.api.types.is_datetime64_any_dtype(out[column]):
-            out[column] = out[column].map(lambda v: f"{v:%Y-%m-%d %H:%M}Z"
-                                          if pd.notna(v) else "")
-    return out

@@ -13,12 +13,12 @@ import subprocess
 import time
 from dataclasses import dataclass
 
-from fraiseql_rb.core import progress, secrets
-from fraiseql_rb.core.context import RunContext, check
-from fraiseql_rb.core.findings import Action, Finding, Status
+from fraiseql_rb.core import progress, secrets, thresholds
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core.findings import Action, Status
 from fraiseql_rb.targets import service
 
-COMMAND_TIMEOUT_S = 60.0
+COMMAND_TIMEOUT_S = thresholds.COMMAND_TIMEOUT_S
 
 _MAIN_PID = re.compile(r"Main PID:\s*(\d+)")  # systemctl status
 # Where status commands print the server's pid.
@@ -173,26 +173,3 @@ def restart(ctx: RunContext, wait_s: float, poll_s: float = 1.0, *, why: str | N
     with progress.waiting("waiting for /health after the restart", wait_s):
         health = service.wait_for_health(ctx, wait_s, poll_s)
     return Restart(command, action, result, output, health)
-
-
-@check("service.logs")
-def check_logs_command(ctx: RunContext, lines: int = 20) -> Finding:
-    """The logs are readable where the inventory says (§4.2 "docker logs fraiseql")."""
-    if not ctx.target.get("logs_command"):
-        return ctx.result(Status.UNKNOWN,
-                          "the target has no logs_command, so its logs cannot be read "
-                          "from here", {}, "add logs_command (e.g. journalctl -u fraiseql)")
-    result = run(ctx, "logs_command")
-    tail = result.stdout.splitlines()[-lines:]
-    evidence = {"command": result.command, "returncode": result.returncode,
-                "lines": len(result.stdout.splitlines()), "last_lines": tail}
-    if not result.ok:
-        return ctx.result(Status.WARNING,
-                          f"logs_command failed ({result.returncode}): "
-                          f"{(result.stderr.strip().splitlines() or [''])[-1]}", evidence,
-                          "fix logs_command in the inventory")
-    if not tail:
-        return ctx.result(Status.WARNING, "logs_command printed nothing",
-                          evidence, "check that the service logs where logs_command reads")
-    return ctx.result(Status.OK,
-                      f"logs readable: {len(result.stdout.splitlines())} lines", evidence)

@@ -29,7 +29,7 @@ import pandas as pd
 from prometheus_client.parser import text_string_to_metric_families
 
 from fraiseql_rb.core.errors import RunbookError
-from fraiseql_rb.targets.reachability import Skipped
+from fraiseql_rb.core.reachability import Skipped
 
 if TYPE_CHECKING:
     from fraiseql_rb.core.context import RunContext

@@ -20,7 +20,9 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
-UNDERESTIMATE_FACTOR = 10.0  # a node returning this many times the rows it was estimated at
+from fraiseql_rb.core import thresholds
+
+UNDERESTIMATE_FACTOR = thresholds.PLAN_UNDERESTIMATE_FACTOR  # rows returned ÷ estimated
 
 # The "Node Type" of a join gives the text's name stem; the join type is appended to it.
 _JOIN_STEM = {"Nested Loop": "Nested Loop", "Hash Join": "Hash", "Merge Join": "Merge"}

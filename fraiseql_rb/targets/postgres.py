@@ -19,8 +19,7 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 from psycopg.rows import dict_row
 
-from fraiseql_rb.core import secrets, thresholds
-from fraiseql_rb.targets import reachability
+from fraiseql_rb.core import reachability, secrets, thresholds
 
 APPLICATION_NAME = "fraiseql-rb"  # our sessions in pg_stat_activity; the playbooks skip them
 

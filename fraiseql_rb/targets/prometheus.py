@@ -15,7 +15,6 @@ column of its own (it still names the series).
 from __future__ import annotations
 
 import math
-import re
 import ssl
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -24,16 +23,17 @@ from typing import TYPE_CHECKING, Any
 import httpx
 import pandas as pd
 
-from fraiseql_rb.core import secrets
+from fraiseql_rb.core import reachability, secrets, thresholds
 from fraiseql_rb.core.errors import RunbookError, UsageError
-from fraiseql_rb.targets import metrics, reachability
+from fraiseql_rb.core.timespec import parse_range
+from fraiseql_rb.targets import metrics
 
 JOB = "fraiseql"  # the Prometheus job scraping FraiseQL (runbook §3.2: up{job="fraiseql"})
 
 if TYPE_CHECKING:
     from fraiseql_rb.core.context import RunContext
 
-DEFAULT_TIMEOUT_S = 10.0
+DEFAULT_TIMEOUT_S = thresholds.PROMETHEUS_TIMEOUT_S
 FRAME_COLUMNS = ["time", "series", "value"]
 # Prometheus refuses a range query of more than 11,000 points per series.
 MAX_POINTS = 11_000
@@ -289,31 +289,9 @@ def _short_name(labels: dict[str, str], varying: list[str], expr: str, count: in
 
 # -- durations ---------------------------------------------------------------------------------
 
-_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 7 * 86400, "y": 365 * 86400}
-_PART = re.compile(r"(\d+(?:\.\d+)?)(ms|s|m|h|d|w|y)")
-_DURATION = re.compile(r"^(?:\d+(?:\.\d+)?(?:ms|s|m|h|d|w|y))+$")
 # Steps a person reads easily on an axis; step_for picks the smallest one that is enough.
 _NICE_STEPS_S = (1, 2, 5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600, 2 * 3600, 3 * 3600,
                  6 * 3600, 12 * 3600, 86400, 2 * 86400, 7 * 86400)
-
-
-def parse_range(text: str | timedelta) -> timedelta:
-    """A duration written the Prometheus way ("90m", "24h", "7d", "1h30m") as a timedelta.
-
-    Units are case-sensitive (ms s m h d w y) so that "1M" is refused rather than read as a
-    minute when a month was meant. Zero and bare numbers are refused too.
-    """
-    if isinstance(text, timedelta):
-        span = text
-    else:
-        cleaned = str(text).strip().replace(" ", "")
-        if not _DURATION.match(cleaned):
-            raise UsageError(f"cannot read {text!r} as a time range: write a number and a unit, "
-                             "e.g. 90m, 24h, 7d or 1h30m (units: ms s m h d w y)")
-        span = timedelta(seconds=sum(float(n) * _UNITS[u] for n, u in _PART.findall(cleaned)))
-    if span <= timedelta(0):
-        raise UsageError(f"time range {text!r} must be longer than zero")
-    return span
 
 
 def step_for(span: str | timedelta, points: int = 300) -> int:

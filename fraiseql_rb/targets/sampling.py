@@ -24,7 +24,7 @@ from typing import Any
 import pandas as pd
 import psycopg
 
-from fraiseql_rb.core import progress, secrets, thresholds
+from fraiseql_rb.core import progress, secrets, thresholds, timespec
 from fraiseql_rb.core.context import RunContext, describe_error
 from fraiseql_rb.core.diagnosis import Candidate, Vocabulary
 from fraiseql_rb.core.findings import Finding, Status
@@ -158,7 +158,7 @@ class Window:
             s = self.series(concept)
             if s is None:
                 return None
-            extra = ",".join(f'{k}="{_quote(v)}"' for k, v in labels.items())
+            extra = ",".join(f'{k}="{prometheus.quote_label(v)}"' for k, v in labels.items())
             if s.kind == "summary":
                 expr = f"max({s.selector(extra=','.join(filter(None, [extra, _q(q)])))})"
             else:
@@ -182,7 +182,7 @@ class Window:
 
         `{rate}` in an expression is replaced by the rate window: at least four scrape
         intervals, and at least two steps so that every step is covered."""
-        span = prometheus.parse_range(self.range_text)
+        span = timespec.parse_range(self.range_text)
         step = prometheus.step_for(span)
         interval = self.scrape_interval_s or DEFAULT_SCRAPE_INTERVAL_S
         window = f"{math.ceil(max(SCRAPES_PER_WINDOW * interval, 2 * step))}s"
@@ -225,16 +225,12 @@ def _q(q: float) -> str:
     return f'quantile="{q:g}"'
 
 
-def _quote(value: str) -> str:
-    """A label value inside PromQL double quotes."""
-    return value.replace("\\", "\\\\").replace('"', '\\"')
-
-
 def stats_url(ctx: RunContext) -> tuple[str, str]:
     """The URL to read statistics with: `admin_database_url` when the inventory has one (it
     sees every role's sessions and statements), else the application role's."""
-    if ctx.target.get("admin_database_url"):
-        return ctx.target.database_url("admin_database"), "admin_database_url"
+    admin = ctx.target.admin_database_url()
+    if admin is not None:
+        return admin, "admin_database_url"
     return ctx.target.database_url(), "database_url (other roles' statements are hidden)"
 
 
@@ -292,7 +288,7 @@ def collect(ctx: RunContext, window_s: float, range_text: str, *,
     then decide the source (Prometheus when it holds the job's current series)."""
     if not 1 <= float(window_s) <= 600:
         raise ValueError(f"window_s must be between 1 and 600 seconds, not {window_s!r}")
-    prometheus.parse_range(range_text)  # a bad range stops here, with how to write it
+    timespec.parse_range(range_text)  # a bad range stops here, with how to write it
     w = Window(ctx, float(window_s), str(range_text).strip())
     conn: psycopg.Connection | None = None
     if probe is not None:

@@ -1,5 +1,6 @@
-"""Multi-instance checks of runbook §2.2: every instance healthy, all on one build and one
-schema, and their pools together within PostgreSQL's max_connections."""
+"""Every instance of a target (runbook §2.2 deployment verification, §10 checklist): each one
+healthy, all on one build and one schema, and their pools together within PostgreSQL's
+max_connections."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""Locate the PostgreSQL server binaries the sandbox runs (initdb, pg_ctl, postgres, ...).
+"""Locate PostgreSQL's binaries on this machine (initdb, pg_ctl, pg_restore, ...): the
+sandbox runs the server ones, the backup check runs pg_restore.
 
 The sandbox needs *server* binaries, which a client-only machine lacks, so the search looks in
 the places they are usually installed and finally in the ``pgserver`` wheel, which bundles a
@@ -22,10 +23,12 @@ import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
+from fraiseql_rb.core import thresholds
+
 ENV_VAR = "FRAISEQL_RB_PG_BIN"
 REQUIRED = ("initdb", "pg_ctl", "postgres")
 TOOLS = ("initdb", "pg_ctl", "postgres", "pg_dump", "pg_restore", "pg_basebackup", "psql")
-_TIMEOUT = 10
+_TIMEOUT = thresholds.TOOL_PROBE_TIMEOUT_S
 
 
 class PgBinariesNotFound(RuntimeError):
