@@ -124,12 +124,25 @@ def _starts_processes(module: Path) -> bool:
     return bool(_STARTS_PROCESSES.search(module.read_text()))
 
 
+def _shares_module_state(item: pytest.Item) -> bool:
+    """Does the test use a module- or class-scoped fixture (set up once per worker that runs
+    any test of the module, so the module's tests belong on one worker)?"""
+    info = getattr(item, "_fixtureinfo", None)
+    defs = info.name2fixturedefs.values() if info is not None else ()
+    return any(d[-1].scope in ("module", "class") for d in defs if d)
+
+
+@pytest.hookimpl(tryfirst=True)  # before pytest-xdist reads the xdist_group marks
 def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config,
                                   items: list[pytest.Item]) -> None:
     """Mark every test by what it needs, so `-m unit` runs the fast ones alone: `notebook`
     (nbval cells) and `sandbox` need the live sandbox, `postgres` a cluster of its own;
-    the rest is `unit`."""
+    the rest is `unit`. For `--dist loadgroup`, the cells of one notebook (one kernel, in
+    order) and the tests of a module with module-scoped fixtures are one group each; every
+    other test goes to whichever worker is free."""
     for item in items:
+        if _is_notebook(item) or _shares_module_state(item):
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(REPO))))
         needs = set(getattr(item, "fixturenames", ()))
         if _is_notebook(item):
             item.add_marker(pytest.mark.notebook)

@@ -16,6 +16,12 @@ from fraiseql_rb import __version__
 from fraiseql_rb.core import paths, secrets
 from fraiseql_rb.core.errors import EXIT_UNKNOWN, EXIT_USAGE, RunbookError
 
+# nbformat validates with jsonschema, whose optional IRI format checker builds rfc3987-syntax's
+# grammars when it is imported: 1.6 s of CPU at the start of every command that reads a
+# notebook, for formats nbformat's schema never uses. Our command does without that checker
+# (jsonschema skips it on ImportError); kernels and other programs are not affected.
+sys.modules.setdefault("rfc3987_syntax", None)  # type: ignore[arg-type]
+
 
 class _Parser(argparse.ArgumentParser):
     """argparse exits 2 on bad usage; our contract says 64, with one line."""

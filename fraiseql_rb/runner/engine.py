@@ -14,7 +14,9 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from jupyter_client.kernelspec import KernelSpecManager
 from jupyter_client.manager import AsyncKernelManager
+from jupyter_core.paths import jupyter_path
 from papermill.engines import NBClientEngine, papermill_engines
 
 NAME = "fraiseql-rb"
@@ -23,6 +25,11 @@ CellObserver = Callable[[Any, int], None]  # (notebook, index of the cell about 
 
 class _LoggingKernelManager(AsyncKernelManager):
     log_path = ""  # set on the per-run subclass made by `kernel_manager`
+
+    def _kernel_spec_manager_default(self) -> KernelSpecManager:
+        # Jupyter's kernel directories, named here: the default list also asks IPython for
+        # its profile directory, importing all of IPython (0.3 s of CPU) into the runner.
+        return KernelSpecManager(data_dir=self.data_dir, kernel_dirs=jupyter_path("kernels"))
 
     async def _async_launch_kernel(self, kernel_cmd: list[str], **kw: Any) -> None:
         with open(self.log_path, "ab") as log:  # the child keeps its own descriptor
