@@ -1,8 +1,8 @@
 """Policy compliance for the monthly security report (runbook §8.1 monthly
 `compliance-checker --generate-report`); used by monthly_security_report.
 
-One row per policy, each decided by the pre-flight checks that already exist (`preflight`,
-`tls`, `database`, `config`): they run on a scratch context, so the report records one
+One row per policy, each decided by the checks that already exist (`checks.config`,
+`checks.tls`, `checks.database`): they run on a scratch context, so the report records one
 `compliance.<policy>` finding per policy, with the source checks' verdicts as its evidence,
 rather than thirty pre-flight findings. Nothing here changes the system.
 """

@@ -4,7 +4,7 @@ week's trend.
 §8.1's `GROUP BY user_id` over the week's `rate_limit_exceeded` events, top N, each user
 beside the previous week (`check_rate_limited`); the certificate dates §8.1 reads with
 `openssl x509 -noout -dates`, for the file the config names, the certificate the endpoint
-serves and PostgreSQL's (`check_certificates`, reusing `tls` and `preflight`); the week per
+serves and PostgreSQL's (`check_certificates`, reusing `checks.tls`); the week per
 event type, day by day against the week before (`weekly_counts`, `weekly_trend`).
 
 Every count and grouping runs in PostgreSQL (or streams a JSON-lines source); what reaches
