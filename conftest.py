@@ -137,13 +137,15 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
                                   items: list[pytest.Item]) -> None:
     """Mark every test by what it needs, so `-m unit` runs the fast ones alone: `notebook`
     (nbval cells) and `sandbox` need the live sandbox, `postgres` a cluster of its own;
-    the rest is `unit`. For `--dist loadgroup`, the cells of one notebook (one kernel, in
-    order) and the tests of a module with module-scoped fixtures are one group each; every
-    other test goes to whichever worker is free."""
+    the rest is `unit`. For `--dist loadgroup`, one group per file for the cells of one
+    notebook (one kernel, in order), for a module with module-scoped fixtures, and for a
+    module of sandbox tests (its drills are ordered so that a fault's after-effects, such as
+    the error rate Prometheus still shows for a minute, never meet another module's healthy
+    run); every other test goes to whichever worker is free."""
     for item in items:
-        if _is_notebook(item) or _shares_module_state(item):
-            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(REPO))))
         needs = set(getattr(item, "fixturenames", ()))
+        if _is_notebook(item) or _shares_module_state(item) or needs & SANDBOX_FIXTURES:
+            item.add_marker(pytest.mark.xdist_group(str(item.path.relative_to(REPO))))
         if _is_notebook(item):
             item.add_marker(pytest.mark.notebook)
             item.add_marker(pytest.mark.sandbox)

@@ -242,7 +242,9 @@ def test_high_error_rate_report_has_title_header_timeline_and_no_reprs(healthy_s
     result = healthy_sandbox.cli("run", "high-error-rate", "--target", "sandbox",
                                  "--output-dir", str(tmp_path), "--incident-id", "INC-12",
                                  "-p", "window_s", "2")
-    assert result.returncode in (0, 1), result.stdout + result.stderr
+    # the verdict is not this test's business (a drill may have just left errors in the
+    # window): any verdict makes the report, only a run that did not complete fails here
+    assert result.returncode in (0, 1, 2), result.stdout + result.stderr
     artifact = _artifact(result)
     data = json.loads((artifact / "findings.json").read_text())
     page = (artifact / "high-error-rate.html").read_text()
