@@ -41,7 +41,6 @@ from fraiseql_rb.core.errors import (
     UsageError,
 )
 from fraiseql_rb.core.findings import EXIT_CODE, Status, worst
-from fraiseql_rb.targets import postgres
 
 if TYPE_CHECKING:
     from fraiseql_rb.core.findings import Finding
@@ -1426,6 +1425,8 @@ def config_path(ctx: RunContext, explicit: str | None = None) -> str | None:
 
 def max_connections(ctx: RunContext) -> int | None:
     """PostgreSQL's usable connections, when the database answers; None otherwise."""
+    from fraiseql_rb.targets import postgres  # psycopg: a run needs it, validate-config not
+
     try:
         info = postgres.server_info(ctx.target.database_url())
     except Exception:  # noqa: BLE001 - the pool rule then says it was not checked

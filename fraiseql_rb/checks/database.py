@@ -192,6 +192,9 @@ def check_hba(ctx: RunContext) -> Finding:
 
 
 MISSING_DATABASE = re.compile(r'database "[^"]*" does not exist')
+MISSING_DATABASE_REMEDIATION = (
+    "create it (§2.1 step 1) if this is a new deployment; if it was dropped, restore it from "
+    "the latest backup (§5.1) and page the database team; or fix the name in database_url")
 
 
 @check("database.exists")
@@ -220,7 +223,6 @@ def check_database_exists(ctx: RunContext,
                           {"database": name},
                           "add admin_database_url (and its password secret) to the "
                           "inventory, or ask the database team to run the query")
-    missing = MISSING_DATABASE_REMEDIATION
     try:
         conn = postgres.connect(conninfo, connect_timeout_s=timeout)
     except postgres.ConnectionFailed as exc:
@@ -230,7 +232,8 @@ def check_database_exists(ctx: RunContext,
             return ctx.result(Status.CRITICAL,
                               f"database {name} does not exist (the server refused the "
                               "application role: database does not exist)",
-                              {"database": name, "checked_via": via}, missing)
+                              {"database": name, "checked_via": via},
+                              MISSING_DATABASE_REMEDIATION)
         via = "the admin URL (maintenance database postgres)"
         conn = postgres.connect(make_conninfo(conninfo, dbname="postgres"),
                                 connect_timeout_s=timeout)
@@ -241,12 +244,7 @@ def check_database_exists(ctx: RunContext,
         return ctx.result(Status.OK, f"database {name} exists (checked via {via})", evidence)
     return ctx.result(Status.CRITICAL,
                       f"database {name} does not exist in pg_database (checked via {via})",
-                      evidence, missing)
-
-
-MISSING_DATABASE_REMEDIATION = (
-    "create it (§2.1 step 1) if this is a new deployment; if it was dropped, restore it from "
-    "the latest backup (§5.1) and page the database team; or fix the name in database_url")
+                      evidence, MISSING_DATABASE_REMEDIATION)
 
 
 @check("database.wal_archiving")
