@@ -11,6 +11,7 @@ import secrets
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -37,6 +38,9 @@ class AuditSpec:
     events: int = 20_000
     seed: int = 42
     days: int = 30
+    # the moment the history ends: [now - days, now). A session's tests may run long after
+    # the cluster was provisioned, so they judge the history against this, not the clock.
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 @dataclass(frozen=True)
@@ -82,7 +86,8 @@ def pg_cluster(pg_passwords: PgPasswords, pg_audit_spec: AuditSpec) -> Iterator[
         cluster.init(pg_passwords.superuser)
         cluster.start()
         cluster.provision(pg_passwords.app, audit_events=pg_audit_spec.events,
-                          seed=pg_audit_spec.seed, days=pg_audit_spec.days)
+                          seed=pg_audit_spec.seed, days=pg_audit_spec.days,
+                          now=pg_audit_spec.now)
         yield cluster
     finally:
         cluster.destroy()

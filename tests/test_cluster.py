@@ -155,7 +155,7 @@ def test_audit_events_exact_count_window_and_shape(
             'SELECT count(*), min("timestamp"), max("timestamp") FROM fraiseql_audit_logs'
         ).fetchone()
         assert total == pg_audit_spec.events
-        now = datetime.now(UTC)
+        now = pg_audit_spec.now
         assert now - timedelta(days=pg_audit_spec.days, minutes=5) <= oldest <= newest <= now
         counts = _counts_by_type(su, "fraiseql_audit_logs")
         assert set(counts) == set(audit_data.EVENT_TYPES)
