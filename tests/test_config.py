@@ -17,7 +17,12 @@ from fraiseql_rb.core.findings import Status, worst
 
 DATA = Path(__file__).parent / "data" / "configs"
 RUNBOOK_SAMPLE = DATA / "runbook-1.2.toml"
+# The server config sample lives with the shape fixtures (its [tls] table names the paths the
+# server requires whenever the table is written).
 V2_SAMPLE = DATA / "v2-server.toml"
+TLS_OFF = ("enabled = false  # TLS terminates at the load balancer in front of 10.0.1.0/24\n"
+           "# TlsServerConfig requires both paths whenever [tls] is written, even with TLS off.\n"
+           'cert_path = "/etc/fraiseql/tls/server.crt"\nkey_path = "/etc/fraiseql/tls/server.key"')
 PROJECT_SAMPLE = DATA / "fraiseql.toml"
 REFERENCE = Path("/work/shared/reference/operations-runbook.md")
 
@@ -197,9 +202,9 @@ def test_valid_v2_server_config_has_no_critical():
 def test_v2_server_config_with_tls_and_env_is_ok(tmp_path):
     (tmp_path / "tls.crt").write_text("cert")
     (tmp_path / "tls.key").write_text("key")
+    assert TLS_OFF in V2_SAMPLE.read_text()
     text = V2_SAMPLE.read_text().replace(
-        "enabled = false  # TLS terminates at the load balancer in front of 10.0.1.0/24",
-        'enabled = true\ncert_path = "tls.crt"\nkey_path = "tls.key"\nmin_version = "1.3"')
+        TLS_OFF, 'enabled = true\ncert_path = "tls.crt"\nkey_path = "tls.key"\nmin_version = "1.3"')
     results = run(text, tmp_path, environ={"DATABASE_URL": "postgresql://u@h/db"},
                   max_connections=100)
     assert only(results, "config.tls").status is Status.OK
@@ -451,9 +456,8 @@ def test_main_validate_prints_one_line_per_finding_and_exit_code(tmp_path, monke
     copy = tmp_path / "good.toml"
     shutil.copy(V2_SAMPLE, copy)
     monkeypatch.setenv("DATABASE_URL", "postgresql://u@10.0.0.9/db")
-    copy.write_text(copy.read_text().replace("enabled = false  #", "enabled = true  #")
-                    .replace("[database_tls]", 'cert_path = "c.pem"\nkey_path = "k.pem"\n'
-                             "\n[database_tls]"))
+    copy.write_text(copy.read_text().replace(
+        TLS_OFF, 'enabled = true\ncert_path = "c.pem"\nkey_path = "k.pem"'))
     (tmp_path / "c.pem").write_text("c")
     (tmp_path / "k.pem").write_text("k")
     assert validate_cli(copy)[0] == EXIT_OK

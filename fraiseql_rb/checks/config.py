@@ -8,11 +8,15 @@ exist. This module is that validator, and it knows that three different files ar
 2. the real v2 server config (`fraiseql-server --config`): top-level keys, unknown keys and
    the sections `[server] [database] [cors] [rate_limit] [cache]` are hard errors, and a
    `${VAR}` stays literal text;
-3. the project file `fraiseql.toml` (`fraiseql compile|run|doctor`), where `${VAR}` expands.
+3. the project file `fraiseql.toml` (`fraiseql compile|run|doctor`), where `${VAR}` expands,
+   read as TomlProjectConfig (`[project]`, `[fraiseql]`) or TomlSchema (schema authoring:
+   `[schema]`, `[types]`, `[security]`, ...); both share `[server]` and `[database]`.
 
-The format is recognised by structure. Every key of every format is declared once, in the key
-tables below (type, range or allowed values, default, and for the runbook format the real v2
-equivalent), so that a reviewer can read and argue with the rules without reading the code.
+The format is recognised by structure. Every key of every format is declared once, as data, in
+`config_schema` (type, range or allowed values, default, meaning, the real struct that reads
+it, and for the runbook format the real equivalent), so that a reviewer can read and argue with
+the rules without reading the code. Values are the file's own; a default is reported only for
+a key the file does not set, and only where the real reader applies it.
 Validation is pure: apart from checking that files the config names exist and are readable, it
 reads nothing, and no secret value (a password, a token, a resolved `${VAR}`) reaches a summary
 or evidence.
@@ -29,11 +33,28 @@ import sys
 import tomllib
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 from urllib.parse import urlsplit
 
+from fraiseql_rb.checks.config_schema import (
+    PROJECT_KEYS,
+    RUNBOOK_KEYS,
+    RUNBOOK_SECTIONS,
+    SECTIONS,
+    SERVER_KEYS,
+    SERVER_REFUSED_SECTIONS,
+    SSL_MODES,
+    TABLES,
+    WORKFLOW_B_ONLY,
+    WORKFLOW_NAMES,
+    WORKFLOW_SHARED,
+    Format,
+    Key,
+    display,
+    section_of,
+    workflow_of,
+)
 from fraiseql_rb.core import secrets, thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.errors import (
@@ -44,12 +65,6 @@ from fraiseql_rb.core.findings import EXIT_CODE, Status, worst
 
 if TYPE_CHECKING:
     from fraiseql_rb.core.findings import Finding
-
-
-class Format(StrEnum):
-    RUNBOOK = "runbook"
-    SERVER = "v2-server"
-    PROJECT = "fraiseql.toml"
 
 
 FORMAT_NAMES = {
@@ -86,211 +101,12 @@ ROLE_NAMES = {"field_masking": "field masking", "error_redaction": "error redact
 # Pools above this share of max_connections leave no headroom (§6.1), as deployment.py uses.
 POOL_WARNING_FRACTION = thresholds.POOL_OF_MAX_CONNECTIONS.warning
 DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0}
-SSL_MODES = ("disable", "allow", "prefer", "require", "verify-ca", "verify-full")
 SAFE_SCHEMES = ("postgres", "postgresql")
 
 
 # --------------------------------------------------------------------------------------------
-# Key tables
+# Key tables: every key of every shape is data, in config_schema.
 # --------------------------------------------------------------------------------------------
-@dataclass(frozen=True)
-class Key:
-    """One configuration key: what it must hold and, for the runbook format, where it went.
-
-    `role` names what the cross-format rules read (the bind address, the pool size, ...), so a
-    rule is written once for all three formats. `v2` is the dotted v2 key, in the server config
-    unless `v2_project`; None means there is no v2 equivalent, and `note` says why.
-    """
-
-    path: str
-    kind: str
-    default: Any = None
-    minimum: float | None = None
-    maximum: float | None = None
-    choices: tuple[str, ...] = ()
-    strict: bool = True  # an unlisted choice is an error; False: only a warning
-    role: str | None = None
-    secret: bool = False
-    env: str | None = None  # v2 server: the environment variable that overrides the key
-    check_exists: bool = False
-    v2: str | None = None
-    v2_project: bool = False
-    v2_alt: str = ""
-    note: str = ""
-
-    @property
-    def display(self) -> str:
-        return display(self.path)
-
-    @property
-    def v2_equivalent(self) -> str:
-        """The real v2 key, said the way a person writes it in the file."""
-        if self.v2 is None:
-            return "no v2 equivalent"
-        text = ("fraiseql.toml " if self.v2_project else "") + display(self.v2)
-        return f"{text} ({self.v2_alt})" if self.v2_alt else text
-
-
-def display(path: str) -> str:
-    """`server.listen_addr` -> `[server] listen_addr`; top-level keys stay bare."""
-    section, _, leaf = path.rpartition(".")
-    return f"[{section}] {leaf}" if section else leaf
-
-
-def _table(*keys: Key) -> dict[str, Key]:
-    return {k.path: k for k in keys}
-
-
-RUNBOOK_KEYS = _table(
-    Key("server.listen_addr", "addr", role="bind", v2="bind_addr",
-        v2_alt="or env FRAISEQL_BIND_ADDR"),
-    Key("server.tls_enabled", "bool", role="tls_enabled", v2="tls.enabled"),
-    Key("server.tls_cert_path", "path", role="tls_cert", v2="tls.cert_path"),
-    Key("server.tls_key_path", "path", role="tls_key", v2="tls.key_path"),
-    Key("server.min_tls_version", "tls_version", role="tls_min_version", v2="tls.min_version"),
-    Key("database.url", "url", role="database_url", v2="database_url",
-        v2_alt="or env DATABASE_URL",
-        note="the v2 server does not expand ${VAR}: put the URL in env DATABASE_URL"),
-    Key("database.pool_size", "int", minimum=1, maximum=10_000, role="pool_max",
-        v2="pool_max_size"),
-    Key("database.connection_timeout", "duration", minimum=1, maximum=3600,
-        role="pool_timeout", v2="pool_timeout_secs",
-        note='whole seconds: "30s" becomes 30'),
-    Key("security.security_profile", "choice", choices=("STANDARD", "REGULATED", "RESTRICTED"),
-        strict=False, role="profile",
-        note="v2 has no security profiles: configure each control the profile implied"),
-    Key("security.field_masking_enabled", "bool", role="field_masking",
-        note="no config switch in v2: field masking is declared per field in the schema"),
-    Key("security.error_redaction_enabled", "bool", role="error_redaction",
-        v2="fraiseql.security.error_sanitization.enabled", v2_project=True),
-    Key("rate_limit.enabled", "bool", role="rate_enabled", v2="rate_limiting.enabled"),
-    Key("rate_limit.rps_per_ip", "int", minimum=1, role="rate_rps_ip",
-        v2="rate_limiting.rps_per_ip"),
-    Key("rate_limit.rps_per_user", "int", minimum=1, v2="rate_limiting.rps_per_user"),
-    Key("rate_limit.burst_size", "int", minimum=1, role="rate_burst",
-        v2="rate_limiting.burst_size"),
-    Key("oidc.cache_ttl_secs", "int", minimum=1, v2="auth.jwks_cache_ttl_secs"),
-    Key("oidc.key_rotation_check", "bool", note="v2 has no such switch"),
-    Key("audit.enabled", "bool", role="audit_enabled",
-        v2="fraiseql.security.audit_logging.enabled", v2_project=True),
-    Key("audit.log_level", "choice", choices=("DEBUG", "INFO", "WARN", "WARNING", "ERROR"),
-        strict=False, note="v2's [fraiseql.security.audit_logging] has no level"),
-    Key("audit.destination", "choice", choices=("postgres", "stdout", "file", "syslog"),
-        strict=False,
-        note="v2 writes audit events as JSON log lines and to its audit_log table"),
-)
-# Why the v2 server refuses each runbook section (one warning per section present).
-RUNBOOK_SECTIONS = {
-    "server": "is refused by name by the v2 server",
-    "database": "is refused by name by the v2 server",
-    "rate_limit": "is refused by name by the v2 server, which calls it [rate_limiting]",
-    "security": "is not a v2 server section (unknown keys are a hard error)",
-    "oidc": "is not a v2 server section (OIDC lives in [auth])",
-    "audit": "is not a v2 server section (audit is set in fraiseql.toml)",
-}
-
-SERVER_KEYS = _table(
-    Key("bind_addr", "addr", default="127.0.0.1:8000", role="bind", env="FRAISEQL_BIND_ADDR"),
-    Key("database_url", "url", role="database_url", env="DATABASE_URL"),
-    Key("schema_path", "path", check_exists=True),
-    Key("pool_min_size", "int", default=5, minimum=0, role="pool_min"),
-    Key("pool_max_size", "int", default=thresholds.V2_DEFAULT_POOL_MAX, minimum=1,
-        maximum=10_000, role="pool_max"),
-    Key("pool_timeout_secs", "int", default=30, minimum=1, role="pool_timeout"),
-    Key("metrics_enabled", "bool", default=False, env="FRAISEQL_METRICS_ENABLED"),
-    Key("metrics_token", "str", secret=True, env="FRAISEQL_METRICS_TOKEN"),
-    Key("admin_api_enabled", "bool", default=False, env="FRAISEQL_ADMIN_API_ENABLED"),
-    Key("admin_token", "str", secret=True, env="FRAISEQL_ADMIN_TOKEN"),
-    Key("introspection_enabled", "bool", default=False, role="introspection"),
-    Key("introspection_require_auth", "bool", default=True, role="introspection_auth"),
-    Key("cors_enabled", "bool"),
-    Key("cors_origins", "list"),
-    Key("require_json_content_type", "bool"),
-    Key("request_timeout_secs", "int", minimum=1),
-    Key("read_replica_urls", "urls"),
-    Key("tls.enabled", "bool", default=False, role="tls_enabled"),
-    Key("tls.cert_path", "path", role="tls_cert"),
-    Key("tls.key_path", "path", role="tls_key"),
-    Key("tls.require_client_cert", "bool", default=False, role="tls_client_cert"),
-    Key("tls.client_ca_path", "path", role="tls_client_ca"),
-    Key("tls.min_version", "tls_version", role="tls_min_version"),
-    Key("database_tls.postgres_ssl_mode", "choice", choices=SSL_MODES),
-    Key("database_tls.verify_certificates", "bool"),
-    Key("database_tls.ca_bundle_path", "path", check_exists=True),
-    Key("rate_limiting.enabled", "bool", role="rate_enabled"),
-    Key("rate_limiting.rps_per_ip", "int", default=100, minimum=1, role="rate_rps_ip"),
-    Key("rate_limiting.rps_per_user", "int", default=1000, minimum=1),
-    Key("rate_limiting.burst_size", "int", default=500, minimum=1, role="rate_burst"),
-    Key("rate_limiting.trust_proxy_headers", "bool", default=False, role="trust_proxy"),
-    Key("rate_limiting.trusted_proxy_cidrs", "cidrs", role="trusted_cidrs"),
-    Key("auth.issuer", "str"),
-    Key("auth.audience", "str"),
-    Key("auth.additional_audiences", "list"),
-    Key("auth.required", "bool", default=True),
-    Key("auth.scope_claim", "str"),
-    Key("auth.require_jti", "bool"),
-    Key("auth.jwks_uri", "str"),
-    Key("auth.jwks_cache_ttl_secs", "int", default=300, minimum=1),
-    Key("auth.allowed_algorithms", "list"),
-    Key("auth.clock_skew_secs", "int", minimum=0),
-    Key("observers", "table"),
-    Key("pool_tuning", "table"),
-    Key("admission_control", "table"),
-)
-# Sections the v2 server refuses by name, and what to write instead.
-SERVER_REFUSED_SECTIONS = {
-    "server": "use top-level bind_addr and a [tls] table",
-    "database": "use top-level database_url (or env DATABASE_URL) and pool_* keys",
-    "cors": "use top-level cors_enabled and cors_origins",
-    "rate_limit": "the v2 name is [rate_limiting]",
-    "cache": "the server config has no cache section",
-}
-
-_PROJECT_RATE = "fraiseql.security.rate_limiting"
-PROJECT_KEYS = _table(
-    Key("project.name", "str"),
-    Key("project.version", "str"),
-    Key("project.description", "str"),
-    Key("project.database_target", "str"),
-    Key("fraiseql.schema_file", "path"),
-    Key("fraiseql.output_file", "path"),
-    Key("server.host", "host", role="bind_host"),
-    Key("server.port", "int", minimum=1, maximum=65_535, role="bind_port"),
-    Key("server.tls.cert_file", "path", role="tls_cert"),
-    Key("server.tls.key_file", "path", role="tls_key"),
-    Key("server.tls.min_version", "tls_version", role="tls_min_version"),
-    Key("database.url", "url", role="database_url"),
-    Key("database.pool_min", "int", minimum=0, role="pool_min"),
-    Key("database.pool_max", "int", minimum=1, maximum=10_000, role="pool_max"),
-    Key("database.connect_timeout_ms", "int", minimum=1),
-    Key("database.ssl_mode", "choice", choices=SSL_MODES),
-    Key("fraiseql.security.audit_logging.enabled", "bool", default=True, role="audit_enabled"),
-    Key("fraiseql.security.error_sanitization.enabled", "bool", default=True,
-        role="error_redaction"),
-    Key(f"{_PROJECT_RATE}.enabled", "bool", default=True, role="rate_enabled"),
-    Key(f"{_PROJECT_RATE}.requests_per_second", "int", default=100, minimum=1,
-        role="rate_rps_ip"),
-    Key(f"{_PROJECT_RATE}.burst_size", "int", default=500, minimum=1, role="rate_burst"),
-    *(Key(f"{_PROJECT_RATE}.{name}_{suffix}", "int", minimum=1)
-      for name in ("auth_start", "auth_callback", "auth_refresh", "auth_logout", "failed_login")
-      for suffix in ("max_requests", "window_secs")),
-    Key(f"{_PROJECT_RATE}.trust_proxy_headers", "bool", default=False, role="trust_proxy"),
-    Key(f"{_PROJECT_RATE}.trusted_proxy_cidrs", "cidrs", role="trusted_cidrs"),
-    Key("fraiseql.security.state_encryption.enabled", "bool", default=False),
-    Key("fraiseql.security.state_encryption.algorithm", "choice",
-        choices=("chacha20-poly1305", "aes-256-gcm")),
-    Key("fraiseql.security.default_role", "str"),
-    Key("fraiseql.security.multi_tenant", "bool"),
-    Key("fraiseql.security.role_definitions", "tables"),
-    Key("fraiseql.security.rls", "table"),
-    Key("fraiseql.security.service_accounts", "table"),
-    Key("fraiseql.tenancy.mode", "choice", choices=("none", "row", "schema")),
-    Key("fraiseql.tenancy.tenant_claim", "str"),
-)
-
-TABLES: dict[Format, dict[str, Key]] = {
-    Format.RUNBOOK: RUNBOOK_KEYS, Format.SERVER: SERVER_KEYS, Format.PROJECT: PROJECT_KEYS,
-}
 _SECTION = Key("", "section")  # marker: a path that is a table of known keys
 
 
@@ -327,6 +143,14 @@ def _get(data: Mapping[str, Any], path: str) -> tuple[bool, Any]:
             return False, None
         node = node[part]
     return True, node
+
+
+def _project_workflow(data: Mapping[str, Any]) -> str:
+    """Which reader a fraiseql.toml is written for: 'A' (TomlSchema) when it has a section
+    only TomlSchema knows, else 'B' (TomlProjectConfig, the compile-with-schema.json file)."""
+    tops = [name for name in data if name not in WORKFLOW_SHARED]
+    return "A" if any(name not in WORKFLOW_B_ONLY for name in tops) and not any(
+        name in WORKFLOW_B_ONLY for name in tops) else "B"
 
 
 # --------------------------------------------------------------------------------------------
@@ -515,6 +339,13 @@ def _value_problem(key: Key, value: Any) -> tuple[Status, str] | None:
             return bad, "must be a whole number"
         problem = _range_problem(key, value)
         return (bad, problem) if problem else None
+    if kind == "number":
+        if not (_is_int(value) or isinstance(value, float)):
+            return bad, "must be a number"
+        problem = _range_problem(key, value)
+        return (bad, problem) if problem else None
+    if kind == "removed":
+        return bad, f"is no longer accepted: the server refuses to start ({key.meaning})"
     if kind == "duration":
         secs = seconds(value)
         if secs is None:
@@ -613,7 +444,14 @@ class _Validator:
         self.unresolved: set[str] = set()
         self.hidden: list[str] = []  # secret values to mask wherever they might appear
         self.resolved = self._resolve(doc.data, "")
-        self.roles = {k.role: k for k in self.table.values() if k.role}
+        self.sections = SECTIONS[self.fmt]
+        self.workflow = _project_workflow(doc.data) if self.fmt is Format.PROJECT else None
+        self.roles: dict[str, list[Key]] = {}
+        for key in self.table.values():
+            if not key.role or (self.fmt is Format.PROJECT
+                                and workflow_of(key.path) not in (None, self.workflow)):
+                continue  # the other fraiseql.toml reader's key
+            self.roles.setdefault(key.role, []).append(key)
         self._collect_literal_secrets()
 
     # -- interpolation ----------------------------------------------------------------------
@@ -648,20 +486,28 @@ class _Validator:
                 continue
             if key.secret:
                 self.hidden.append(raw)
-            if key.kind == "url":
+            if key.kind == "url" or key.path.endswith("redis_url"):
                 password = _url_password(raw)
                 if password and not _VAR.fullmatch(password):
                     self.hidden.append(password)
 
     # -- settings ---------------------------------------------------------------------------
     def setting(self, role: str) -> _Setting | None:
-        key = self.roles.get(role)
-        if key is None:
+        """The file's own value for a role; else the default its reader applies (none when
+        the key's table is optional and absent, as the real structs do)."""
+        keys = self.roles.get(role)
+        if not keys:
             return None
+        key = next((k for k in keys if _get(self.resolved, k.path)[0]), keys[0])
         found, value = _get(self.resolved, key.path)
         if not found:
-            source = "absent" if key.default is None else "default"
-            return _Setting(key, key.default, source, False, key.default is not None)
+            default = key.default_value
+            parent = key.path.rpartition(".")[0]
+            if parent and section_of(self.fmt, key.path).optional \
+                    and not _get(self.resolved, parent)[0]:
+                default = None  # an Option<table> not written: the reader has no table
+            source = "absent" if default is None else "default"
+            return _Setting(key, default, source, False, default is not None)
         problem = _value_problem(key, value)
         valid = problem is None or problem[0] is not Status.CRITICAL
         return _Setting(key, value, "file", key.path in self.unresolved, valid)
@@ -759,17 +605,27 @@ class _Validator:
                 + (f" ({'; '.join(moves)})" if moves else ""),
                 {"section": section, "keys": [display(p) for p in paths]},
                 f"remove [{section}]: {SERVER_REFUSED_SECTIONS[section]}"))
+        out += self._missing_required(leaves)
         if unknown:
-            status = Status.CRITICAL if self.fmt is Format.SERVER else Status.WARNING
+            fatal = [p for p in unknown if section_of(self.fmt, p).strict]
+            status = Status.CRITICAL if fatal else Status.WARNING
             described = [self._describe_unknown(p) for p in unknown]
-            consequence = ("a hard error: the v2 server will not start" if status is
-                           Status.CRITICAL else "ignored or refused by the tool that reads it")
+            structs = sorted({section_of(self.fmt, p).source for p in unknown})
+            reader = ("the v2 server will not start" if self.fmt is Format.SERVER
+                      else "the fraiseql CLI refuses the file")
+            if self.fmt is Format.RUNBOOK:
+                consequence = "ignored or refused by the tool that reads it"
+            elif fatal:
+                consequence = f"a hard error: {reader} ({', '.join(structs)} refuse unknown keys)"
+            else:
+                consequence = f"ignored silently by {', '.join(structs)}"
             out.append(self.result(
                 "config.unknown_keys", status,
                 f"{len(unknown)} unknown key(s) for {self.fmt} ({consequence}): "
                 + "; ".join(described),
-                {"unknown": [display(p) for p in unknown]},
+                {"unknown": [display(p) for p in unknown], "structs": structs},
                 "remove them, or rename them as suggested"))
+        out += self._project_shape()
         if not out:
             out.append(self.result(
                 "config.keys", Status.OK,
@@ -777,8 +633,46 @@ class _Validator:
                 "values", {"keys": len(leaves)}))
         return out
 
+    def _missing_required(self, leaves: list[tuple[str, Any]]) -> list[ConfigResult]:
+        """Keys a struct requires once its table is written (no serde default)."""
+        out = []
+        for key in self.table.values():
+            parent = key.path.rpartition(".")[0]
+            if not key.required or not parent or not _get(self.resolved, parent)[0] \
+                    or _get(self.resolved, key.path)[0]:
+                continue
+            out.append(self.result(
+                "config.value", Status.CRITICAL,
+                f"{key.display} is required whenever [{parent}] is written: "
+                f"{key.source} has no default for it, so the server refuses the file "
+                "(missing field)",
+                {"key": key.display, "struct": key.source},
+                f"set {key.display}, or remove the [{parent}] table"))
+        return out
+
+    def _project_shape(self) -> list[ConfigResult]:
+        """fraiseql.toml is read by two structs that each refuse the other's sections."""
+        if self.fmt is not Format.PROJECT:
+            return []
+        tops = [name for name in self.doc.data if name not in WORKFLOW_SHARED]
+        only_b = [f"[{n}]" for n in tops if n in WORKFLOW_B_ONLY]
+        only_a = [f"[{n}]" for n in tops if n not in WORKFLOW_B_ONLY]
+        if not (only_a and only_b):
+            return []
+        return [self.result(
+            "config.project_shape", Status.CRITICAL,
+            f"the file mixes {', '.join(only_b)} (read only by {WORKFLOW_NAMES['B']}) with "
+            f"{', '.join(only_a)} (read only by {WORKFLOW_NAMES['A']}): each reader refuses "
+            "the other's sections as unknown keys",
+            {"workflow_b": only_b, "workflow_a": only_a},
+            "keep one shape: [project]/[fraiseql] with a schema.json, or TOML schema "
+            "authoring ([schema], [types], [security], ...)")]
+
     def _describe_unknown(self, path: str) -> str:
         text = display(path)
+        if self.fmt is Format.PROJECT and path in RUNBOOK_KEYS and RUNBOOK_KEYS[path].project:
+            return (f"{text} (the runbook's name; fraiseql.toml: "
+                    f"{RUNBOOK_KEYS[path].project})")
         if self.fmt is not Format.RUNBOOK and path in RUNBOOK_KEYS:
             return f"{text} (the runbook's name; v2: {RUNBOOK_KEYS[path].v2_equivalent})"
         close = difflib.get_close_matches(path, list(self.table), n=1, cutoff=0.75)
@@ -925,20 +819,21 @@ class _Validator:
 
     def tls(self) -> list[ConfigResult]:
         """TLS on, with its certificate and key present and readable by this user."""
-        if self.fmt is Format.PROJECT:
-            found, _ = _get(self.doc.data, "server.tls")
-            enabled: Any = found
-            where = "no [server.tls] table"
-        else:
-            s = self.setting("tls_enabled")
-            enabled = s.value if s else None
-            where = "not set" if s is None or s.source == "absent" else (
-                f"{s.where} = {_show(s.value)}")
+        s = self.setting("tls_enabled")
+        enabled = s.value if s else None
+        where = "not set" if s is None or s.source == "absent" else (
+            f"{s.where.replace(' (default)', '')} = {_show(s.value)}"
+            + (" (default)" if s.source == "default" else ""))
         if enabled is not True:
+            cert = self.setting("tls_cert")
+            table = cert.key.path.rpartition(".")[0] if cert else ""
+            named = (f"; [{table}] names a certificate, but TLS stays off until enabled = "
+                     "true" if cert and cert.source == "file" and table
+                     and s is not None and s.source == "default" else "")
             return [self.result(
                 "config.tls", Status.WARNING,
-                f"TLS is not enabled ({where}): acceptable only if TLS terminates at the load "
-                "balancer and the hop to FraiseQL stays on a private network",
+                f"TLS is not enabled ({where}){named}: acceptable only if TLS terminates at "
+                "the load balancer and the hop to FraiseQL stays on a private network",
                 {"tls_enabled": enabled},
                 "enable TLS on the server, or confirm the load balancer terminates TLS and the "
                 "backend network is private")]
@@ -975,6 +870,8 @@ class _Validator:
         s = self.setting("tls_min_version")
         if s is None or s.unresolved:
             return []
+        if s.source != "file" and not self._tls_enabled():
+            return []  # TLS off: its reader's default minimum says nothing
         if s.source == "absent":
             tls_on = self._tls_enabled()
             if not tls_on:
@@ -997,15 +894,14 @@ class _Validator:
                             f"{s.where} = TLS {shown} (>= {need})", evidence)]
 
     def _tls_enabled(self) -> bool:
-        if self.fmt is Format.PROJECT:
-            return _get(self.doc.data, "server.tls")[0]
         s = self.setting("tls_enabled")
         return bool(s and s.value is True)
 
     def database_url(self) -> list[ConfigResult]:
-        key = self.roles.get("database_url")
-        if key is None:
+        keys = self.roles.get("database_url")
+        if not keys:
             return []
+        key = keys[0]
         found, raw = _get(self.doc.data, key.path)
         if not found:
             if self.fmt is Format.SERVER and "DATABASE_URL" in self.environ:
@@ -1481,7 +1377,8 @@ def main_validate(path: str | Path, *, out: TextIO | None = None,
 
 __all__ = [
     "ConfigDocument", "ConfigResult", "Detection", "Format", "Key", "PROJECT_KEYS",
-    "RUNBOOK_KEYS", "SERVER_KEYS", "check_config", "classify_host", "detect", "load",
+    "RUNBOOK_KEYS", "RUNBOOK_SECTIONS", "SERVER_KEYS", "SERVER_REFUSED_SECTIONS", "SSL_MODES",
+    "TABLES", "check_config", "classify_host", "detect", "load",
     "main_validate", "pool_max", "split_host_port", "validate", "check_config_file",
     "config_path",
 ]
