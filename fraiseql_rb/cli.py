@@ -114,10 +114,16 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         from .sandbox import server
 
         return server.service(directory, args.action, lines=args.lines)
+    if args.sandbox_command == "node":
+        from .sandbox import replica
+
+        print(replica.control(directory, args.node, args.action))
+        return 0
     from .sandbox import manager
 
     if args.sandbox_command == "up":
-        info = manager.up(directory, audit_events=args.audit_events, seed=args.seed)
+        info = manager.up(directory, audit_events=args.audit_events, seed=args.seed,
+                          replica=not args.no_replica, server_version=args.server_version)
         print(info.inventory)
         return 0
     if args.sandbox_command == "down":
@@ -195,6 +201,11 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--audit-events", type=int, default=20_000,
                     help="audit events to generate over 30 days (default 20000)")
     up.add_argument("--seed", type=int, default=42, help="seed for generated data")
+    up.add_argument("--server-version", default=None, metavar="V",
+                    help="the FraiseQL release the stand-in emulates: 2.9 (or 2.9.x), 2.14.1, "
+                    "main or foreign (default: main, or the release the sandbox records)")
+    up.add_argument("--no-replica", action="store_true",
+                    help="a primary alone, without the streaming replica")
     dn = ssub.add_parser("down", parents=[where], help="stop everything the sandbox runs")
     dn.add_argument("--purge", action="store_true", help="also delete the sandbox directory")
     ssub.add_parser("status", parents=[where], help="what runs, where")
@@ -207,6 +218,11 @@ def build_parser() -> argparse.ArgumentParser:
                           "(used by the inventory's restart/status/logs commands)")
     svc.add_argument("action", choices=["start", "stop", "restart", "status", "logs"])
     svc.add_argument("--lines", type=int, default=50, help="log lines to show")
+    nd = ssub.add_parser("node", parents=[where],
+                         help="start or stop one PostgreSQL node (the inventory's "
+                         "replica_*_command keys, for failover drills)")
+    nd.add_argument("node", choices=["primary", "replica"])
+    nd.add_argument("action", choices=["start", "stop"])
     p.set_defaults(func=cmd_sandbox)
 
     p = sub.add_parser("demo", help="bring the sandbox up and run every runbook against it")

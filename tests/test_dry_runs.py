@@ -20,7 +20,8 @@ FAST = {"high-error-rate": ["-p", "window_s", "2"], "high-query-latency": ["-p",
         "connection-pool-exhaustion": ["-p", "observe_s", "1"]}
 INCIDENTS = sorted(name for name, rb in discover().items() if rb.section == "incidents")
 # Files that change on their own while the sandbox runs.
-VOLATILE = ("logs", "pgdata", "prometheus", "wal_archive", "run", "redis", "sandbox.json")
+VOLATILE = ("logs", "pgdata", "replica", "exporter", "prometheus", "wal_archive", "run", "redis",
+            "sandbox.json")
 
 
 def snapshot(root: Path) -> dict[str, object]:

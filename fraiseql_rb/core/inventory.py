@@ -24,7 +24,7 @@ from fraiseql_rb.core.errors import InventoryError, SecretError
 
 SECRET_NAMES = {
     "metrics_token", "admin_token", "database_password", "replica_database_password",
-    "admin_database_password", "redis_password",
+    "admin_database_password", "redis_password", "replica_admin_database_password",
 }
 PATH_KEYS = {"config_path", "backup_dir", "wal_archive_dir", "ca_bundle"}
 _VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
@@ -119,6 +119,13 @@ SCHEMA: dict[str, KeyType] = {
     "upgrade_command": COMMAND,
     "rollback_command": COMMAND,
     "scale_command": COMMAND,
+    # the failover's nodes (the sandbox writes them; replica_*_url/_file follow key_type)
+    "replica_data_dir": PATH,
+    "replica_primary_data_dir": PATH,
+    "replica_start_command": COMMAND,
+    "replica_stop_command": COMMAND,
+    "replica_primary_start_command": COMMAND,
+    "replica_primary_stop_command": COMMAND,
     "probe_query": KeyType("a GraphQL query string", _text),
     "notify": _list_of(APPRISE_URL, "a list of apprise URL strings"),
     "notify_env": ENV_NAME,

@@ -693,6 +693,58 @@ class Cluster:
         os.replace(partial, target)
         return target
 
+    def ready_segments(self) -> list[str]:
+        """WAL segments waiting for archive_command (pg_wal/archive_status/*.ready)."""
+        status = self.pgdata / "pg_wal" / "archive_status"
+        with contextlib.suppress(OSError):
+            return sorted(p.name.removesuffix(".ready") for p in status.iterdir()
+                          if p.name.endswith(".ready"))
+        return []
+
+    def switch_wal(self) -> str:
+        """Close the current WAL segment (made non-empty first); returns its file name."""
+        with self.connect("postgres") as conn:
+            # make sure the segment is not empty, or pg_switch_wal() would be a no-op
+            conn.execute("SELECT pg_logical_emit_message(false, 'fraiseql_rb', 'switch')")
+            row = conn.execute("SELECT pg_walfile_name(pg_switch_wal())").fetchone()
+        return str(row[0]) if row else ""
+
+    def break_archiving(self, segments: int = 2, timeout: float = 30) -> None:
+        """archive-broken drill: the archive destination stops accepting files (mode 0500,
+        as a full or read-only mount does), archive_command fails and `.ready` files pile
+        up. archive_command itself is untouched: what a responder sees is the failure."""
+        with self.connect("postgres") as conn:
+            row = conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()
+            failed_before = int(row[0]) if row else 0
+            self.wal_archive_dir.chmod(0o500)
+            for _ in range(segments):
+                self.switch_wal()
+            deadline = time.monotonic() + timeout
+            while True:
+                conn.execute("SELECT pg_stat_clear_snapshot()")
+                row = conn.execute("SELECT failed_count FROM pg_stat_archiver").fetchone()
+                if row and int(row[0]) > failed_before:
+                    break
+                if time.monotonic() > deadline:
+                    raise ClusterError(f"archive_command has not failed after {timeout:g} s")
+                time.sleep(0.2)
+        if not self.ready_segments():
+            raise ClusterError("no WAL segment is waiting for the archive after the switch")
+
+    def restore_archiving(self, timeout: float = 60) -> None:
+        """Heal archive-broken: the destination writable again; one more switch wakes the
+        archiver, which then archives the backlog. Waits until no `.ready` file is left."""
+        self.wal_archive_dir.chmod(0o700)
+        if not self.is_running():
+            return
+        self.switch_wal()
+        deadline = time.monotonic() + timeout
+        while self.ready_segments():
+            if time.monotonic() > deadline:
+                raise ClusterError(f"{len(self.ready_segments())} WAL segments still not "
+                                   f"archived after {timeout:g} s")
+            time.sleep(0.2)
+
     def wait_archived(self, timeout: float = 30) -> int:
         """Close the current WAL segment and wait until it is in wal_archive/.
 

@@ -41,6 +41,7 @@ from fraiseql_rb.core.errors import UsageError
 
 from . import audit_data, holder, server
 from . import cluster as pgcluster
+from . import replica as pgreplica
 from .state import Sandbox, SandboxError, progress
 
 ERROR_SPIKE_OPERATION = "posts"  # the operation that starts failing in `error-spike`
@@ -471,11 +472,32 @@ FAULTS: dict[str, Fault] = {
         "the identity provider is down: the stand-in's /.well-known/openid-configuration and "
         "/.well-known/jwks.json answer 503",
         _behaviour("oidc-down", {}), _behaviour("oidc-down", None)),
+    "observer-fail": Fault(
+        "the stand-in's observer runtime has stopped: /health answers 200 `degraded` with "
+        "an `observers` block (running false, last_error); the database is fine",
+        _behaviour("observer-fail", {}), _behaviour("observer-fail", None)),
     "cert-expired": Fault(
         "the server's TLS certificate replaced by one that expired yesterday (clients that "
         "verify refuse the handshake)",
         lambda sb: _issue_and_wait(sb, expired=True),
         lambda sb: _issue_and_wait(sb, expired=False)),
+    "replica-lag": Fault(
+        "WAL replay paused on the replica (pg_wal_replay_pause) while a writer commits a row "
+        f"a second on the primary (table {pgreplica.WRITER_TABLE} in database postgres): the "
+        "replica falls behind in bytes and in time; healed, replay resumes, the writer stops "
+        "and its table is dropped",
+        _all_or_nothing(pgreplica.pause_replay, pgreplica.resume_replay),
+        pgreplica.resume_replay),
+    "replica-down": Fault("the streaming replica stopped (pg_ctl stop -m fast); healed, "
+                          "started and streaming again", pgreplica.take_down,
+                          pgreplica.bring_up),
+    "archive-broken": Fault(
+        "the WAL archive directory made read-only (mode 0500): archive_command fails and "
+        "`.ready` files pile up in pg_wal/archive_status; healed, writable again and the "
+        "backlog archived",
+        _all_or_nothing(lambda sb: sb.cluster.break_archiving(),
+                        lambda sb: sb.cluster.restore_archiving()),
+        lambda sb: sb.cluster.restore_archiving()),
 }
 
 

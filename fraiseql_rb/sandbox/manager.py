@@ -21,7 +21,8 @@ from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import isoformat, utcnow
 
 from . import cluster as pgcluster
-from . import processes, prometheus, redis_server, server, traffic
+from . import exporter, processes, prometheus, redis_server, server, traffic
+from . import replica as pgreplica
 from .faults import FAULTS, heal, inject
 from .server import service
 from .state import SECRET_NAMES, Sandbox, SandboxError, progress
@@ -36,6 +37,7 @@ def write_inventory(sb: Sandbox) -> None:
         "description": "the local drill sandbox (fraiseql-rb sandbox up)",
         "fraiseql_url": sb.server_url,
         "database_url": url,
+        "probe_query": "query RunbookProbe { posts(limit: 1) { id title } }",  # reads v_post
         "database_password_file": "secrets/database_password",
         "admin_database_url": url.replace(pgcluster.APP_USER, pgcluster.SUPERUSER, 1),
         "admin_database_password_file": "secrets/superuser_password",
@@ -54,11 +56,33 @@ def write_inventory(sb: Sandbox) -> None:
         "restart_command": sb.cli_command("service", "restart"),
         "status_command": sb.cli_command("service", "status"),
         "logs_command": sb.cli_command("service", "logs"),
+        **_replica_entries(sb),
     }
     lines = ["# Written by `fraiseql-rb sandbox up`; secrets are files beside this one.",
              "[targets.sandbox]"]
     lines += [f"{key} = {json.dumps(value)}" for key, value in entries.items()]
     sb.inventory.write_text("\n".join(lines) + "\n")
+
+
+def _replica_entries(sb: Sandbox) -> dict[str, str]:
+    """The replica's keys: what database-unavailable reads and a later failover needs (both
+    nodes' admin URLs, the replica's data directory, start/stop of each node)."""
+    if not pgreplica.configured(sb):
+        return {}
+    node = pgreplica.node(sb)
+    app = node.dsn(pgcluster.APP_USER, "x").replace(":x@", "@", 1)
+    return {
+        "replica_database_url": app,
+        "replica_database_password_file": "secrets/database_password",
+        "replica_admin_database_url": app.replace(pgcluster.APP_USER, pgcluster.SUPERUSER, 1),
+        "replica_admin_database_password_file": "secrets/superuser_password",
+        "replica_data_dir": str(node.pgdata),
+        "replica_primary_data_dir": str(sb.cluster.pgdata),
+        "replica_start_command": sb.cli_command("node", "replica", "start"),
+        "replica_stop_command": sb.cli_command("node", "replica", "stop"),
+        "replica_primary_start_command": sb.cli_command("node", "primary", "start"),
+        "replica_primary_stop_command": sb.cli_command("node", "primary", "stop"),
+    }
 
 
 def _prometheus_dir(sb: Sandbox) -> Path:
@@ -75,8 +99,11 @@ def _setup_prometheus(sb: Sandbox) -> None:
     directory = _prometheus_dir(sb)
     prometheus.configure(directory, port=sb.state["prometheus_port"],
                          scrape_url=sb.server_url, token_file=sb.secrets_dir / "metrics_token",
-                         ca_file=sb.ca_cert)
-    prometheus.backfill(directory, seed=sb.state.get("seed", 42))
+                         ca_file=sb.ca_cert, postgres_exporter_url=exporter.urls(sb) or None)
+    release = server.release_of(sb.server_release)
+    if release.v2_surface:  # a foreign server exports no fraiseql_* history to continue
+        prometheus.backfill(directory, seed=sb.state.get("seed", 42),
+                            cost_metric=release.cost_metric)
 
 
 def _start_prometheus(sb: Sandbox) -> None:
@@ -97,10 +124,13 @@ class UpResult:
 
 
 def up(root: Path, *, audit_events: int = 20_000, seed: int = 42,
-       traffic_rps: float = traffic.DEFAULT_RPS) -> UpResult:
-    """Build (or restart) the sandbox; idempotent."""
+       traffic_rps: float = traffic.DEFAULT_RPS, replica: bool = True,
+       server_version: str | None = None) -> UpResult:
+    """Build (or restart) the sandbox; idempotent. `server_version`: the FraiseQL release
+    the stand-in emulates (None: main, or on an existing sandbox the one it records)."""
     if audit_events < 0:
         raise UsageError("--audit-events must be zero or more")
+    release = server.release_of(server_version)  # an unknown release: exit 64, nothing built
     sb = Sandbox.open(root)
     timings: dict[str, float] = {}
     began = time.perf_counter()
@@ -108,8 +138,13 @@ def up(root: Path, *, audit_events: int = 20_000, seed: int = 42,
         progress(f"restarting the existing sandbox in {sb.root}")
         if not sb.cluster.is_running():
             sb.cluster.start()
+        pgreplica.start(sb)
+        exporter.start_all(sb)
         redis_server.start(sb)
-        server.start(sb)
+        if server_version is not None and release.name != sb.server_release:
+            server.restart(sb, release=release.name)
+        else:
+            server.start(sb)
         _start_prometheus(sb)
         if traffic_rps > 0:
             traffic.start(sb, traffic_rps)
@@ -121,8 +156,9 @@ def up(root: Path, *, audit_events: int = 20_000, seed: int = 42,
     os.chmod(sb.root, 0o755)  # the database server's own user must traverse it
     for name in SECRET_NAMES:
         sb.write_secret(name, pysecrets.token_urlsafe(24))
+    sb.state["server_release"] = release.name
     try:
-        _build(sb, audit_events, seed, timings, traffic_rps)
+        _build(sb, audit_events, seed, timings, traffic_rps, replica)
     except BaseException:
         progress("build failed; stopping what was started")
         _stop_everything(sb)
@@ -142,7 +178,7 @@ def _step(timings: dict[str, float], name: str, func: Callable[[], Any]) -> Any:
 
 
 def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
-           traffic_rps: float) -> None:
+           traffic_rps: float, replica: bool = True) -> None:
     cl = pgcluster.Cluster(sb.root)
     sb.state.update({"created_at": isoformat(utcnow()), "pg_port": cl.port,
                      "server_port": pgcluster.free_port(), "audit_events": audit_events,
@@ -159,6 +195,13 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
                                seed=seed))
     _step(timings, "backup (pg_dump -Fc)", cl.dump)
     _step(timings, "WAL archiving", lambda: cl.wait_archived(timeout=30))
+    if replica:
+        sb.state[pgreplica.STATE_PORT] = pgcluster.free_port()
+        sb.save()
+        _step(timings, "replica (pg_basebackup -R)", lambda: pgreplica.build(sb))
+    exporter.plan(sb)
+    if exporter.urls(sb):
+        _step(timings, "postgres_exporter", lambda: exporter.start_all(sb))
     if sb.state["redis_port"]:
         _step(timings, "redis", lambda: redis_server.start(sb))
     server.issue_certificate(sb)
@@ -179,6 +222,8 @@ def _stop_everything(sb: Sandbox) -> None:
     sb.state["prometheus_pid"] = None
     server.stop(sb)
     redis_server.stop(sb)
+    exporter.stop_all(sb)
+    pgreplica.stop(sb)
     cl = sb.cluster
     if cl.pgdata.exists() and cl.is_running():
         try:
@@ -232,7 +277,10 @@ def status(root: Path) -> StatusReport:
     server_pid = server.pid(sb)
     components = {
         "postgres": (f"running, port {cl.port}, pid {cl.pid()}" if pg_up else "stopped"),
-        "server": (f"running, {sb.server_url}, pid {server_pid}" if server_pid
+        "replica": pgreplica.status_line(sb),
+        "exporter": exporter.status_line(sb),
+        "server": (f"running, {sb.server_url}, pid {server_pid}, release "
+                   f"{server.release_of(sb.server_release).show()}" if server_pid
                    else "stopped"),
         "redis": ("not installed" if not sb.state.get("redis_port") else
                   f"running, port {sb.state['redis_port']}" if redis_server.pid(sb)

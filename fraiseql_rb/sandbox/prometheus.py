@@ -117,10 +117,11 @@ def _tail(path: Path, lines: int = 3) -> str:
 
 def configure(directory: Path, *, port: int, scrape_url: str, token_file: Path, ca_file: Path,
               rules_file: Path = RULES_FILE, scrape_interval_s: int = 5,
-              postgres_exporter_url: str | None = None) -> Path:
+              postgres_exporter_url: str | Sequence[str] | None = None) -> Path:
     """Write `directory/prometheus.yml`: scrape the stand-in (job `fraiseql`, HTTPS with the
-    sandbox CA, bearer token read from `token_file`), itself, optionally a postgres_exporter,
-    and evaluate `rules_file` at the scrape interval. Returns the config's path."""
+    sandbox CA, bearer token read from `token_file`), itself, optionally postgres_exporters
+    (one URL, or several: the primary's and the replica's, all in job `postgres`), and
+    evaluate `rules_file` at the scrape interval. Returns the config's path."""
     directory = Path(directory).absolute()
     url = urlsplit(scrape_url)
     if url.scheme not in ("http", "https") or not url.hostname or not url.port:
@@ -146,14 +147,17 @@ def configure(directory: Path, *, port: int, scrape_url: str, token_file: Path, 
         # Prometheus' own metrics: rule evaluation failures and timings, for alert review.
         {"job_name": SELF_JOB, "static_configs": [{"targets": [f"127.0.0.1:{port}"]}]},
     ]
-    if postgres_exporter_url:
-        pg = urlsplit(postgres_exporter_url)
-        if not pg.netloc:
-            raise PrometheusError(f"postgres_exporter URL {postgres_exporter_url!r} "
-                                  "needs a host and a port")
+    exporters = ([postgres_exporter_url] if isinstance(postgres_exporter_url, str)
+                 else list(postgres_exporter_url or []))
+    if exporters:
+        parsed = [urlsplit(u) for u in exporters]
+        for raw, pg in zip(exporters, parsed, strict=True):
+            if not pg.netloc:
+                raise PrometheusError(f"postgres_exporter URL {raw!r} needs a host and a port")
+        pg = parsed[0]
         scrape_configs.append({"job_name": POSTGRES_JOB, "scheme": pg.scheme or "http",
                                "metrics_path": _metrics_path(pg.path),
-                               "static_configs": [{"targets": [pg.netloc]}]})
+                               "static_configs": [{"targets": [p.netloc for p in parsed]}]})
     config = {
         "global": {"scrape_interval": interval,
                    "scrape_timeout": f"{min(scrape_interval_s, 10)}s",
@@ -303,7 +307,8 @@ def _load_factor(t: float) -> float:
     return daily * weekend
 
 
-def _simulate(history: _History, times: Sequence[int], step_s: int) -> None:
+def _simulate(history: _History, times: Sequence[int], step_s: int,
+              cost_metric: bool = True) -> None:
     rng = history.rng
     cost = {"users": 6, "posts": 6, "__typename": 1}
     queries_us = db_us = 0.0
@@ -366,8 +371,9 @@ def _simulate(history: _History, times: Sequence[int], step_s: int) -> None:
                       if all_hits + all_misses else 0.0)
         for name in _QUIET_COUNTERS:
             history.count(name, 0)
-        history.count("fraiseql_graphql_queries_cost_total",
-                      sum(cost[op] * per_op[op] for op in OPERATIONS))
+        if cost_metric:  # releases up to v2.14.1 export no cost counter
+            history.count("fraiseql_graphql_queries_cost_total",
+                          sum(cost[op] * per_op[op] for op in OPERATIONS))
         for result in ("accepted", "rejected"):
             history.count("fraiseql_ws_connections_total", 0, (("result", result),))
             history.count("fraiseql_ws_subscriptions_total", 0, (("result", result),))
@@ -401,8 +407,9 @@ def _openmetrics(series: Iterable[_Series], times: Sequence[int], first: int, la
 
 
 def backfill(directory: Path, *, days: int = 7, step_s: int = 300, seed: int = 42,
-             now: float | datetime | None = None) -> int:
+             now: float | datetime | None = None, cost_metric: bool = True) -> int:
     """Give the sandbox's Prometheus `days` of plausible history; returns the samples written.
+    `cost_metric` False: no cost counter, as the emulated release (up to v2.14.1) exports none.
 
     Needs `configure` first (the job/instance labels come from its prometheus.yml) and must
     run before `start`. Same seed and `now`, same history. Writes `backfill.json` with what
@@ -423,7 +430,7 @@ def backfill(directory: Path, *, days: int = 7, step_s: int = 300, seed: int = 4
     end = int((moment - GAP_S) // step_s * step_s)
     times = list(range(end - days * 86400, end + 1, step_s))
     history = _History(job, instance, seed)
-    _simulate(history, times, step_s)
+    _simulate(history, times, step_s, cost_metric)
     generated = time.perf_counter() - began
 
     data.mkdir(parents=True, exist_ok=True)

@@ -20,7 +20,8 @@ from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import isoformat, utcnow
 
 from . import cluster as pgcluster
-from . import processes
+from . import processes, traffic
+from .standin.releases import Release, UnknownRelease, resolve
 from .state import Sandbox, SandboxError
 
 SERVER_MODULE = "fraiseql_rb.sandbox.standin"
@@ -93,15 +94,34 @@ def pid(sb: Sandbox) -> int | None:
     return int(value) if processes.alive(value, str(sb.server_config)) else None
 
 
+def release_of(name: str | None) -> Release:
+    """The release `name` names (None: main); an unknown one is a usage error (exit 64)."""
+    try:
+        return resolve(name)
+    except UnknownRelease as exc:
+        raise UsageError(str(exc)) from None
+
+
+def record_release(sb: Sandbox, name: str | None) -> Release:
+    """Validate `name` and record it as the release the next start emulates."""
+    release = release_of(name)
+    sb.state["server_release"] = release.name
+    sb.save()
+    return release
+
+
 def start(sb: Sandbox, *, wait: bool = True) -> int:
+    """Start the stand-in emulating the recorded release (`Sandbox.server_release`)."""
     if (running := pid(sb)) is not None:
         return running
+    release = release_of(sb.server_release)
     env = {**os.environ,
            "DATABASE_URL": sb.app_database_url(),
            "FRAISEQL_METRICS_TOKEN": sb.secret("metrics_token"),
            "FRAISEQL_ADMIN_TOKEN": sb.secret("admin_token")}
     proc = processes.spawn([sys.executable, "-m", SERVER_MODULE, "--config",
-                            str(sb.server_config), "--state-dir", str(sb.server_dir)],
+                            str(sb.server_config), "--state-dir", str(sb.server_dir),
+                            "--release", release.name],
                            sb.server_log, env)
     sb.state["server_pid"] = proc.pid
     sb.state["server_started_at"] = isoformat(utcnow())
@@ -136,9 +156,18 @@ def stop(sb: Sandbox, *, sig: int = signal.SIGTERM, timeout: float = 10) -> bool
     return stopped
 
 
-def restart(sb: Sandbox) -> int:
+def restart(sb: Sandbox, *, release: str | None = None) -> int:
+    """Stop and start the stand-in; with `release`, it comes back emulating that release
+    (a patch upgrade or a rollback), else the recorded one."""
+    if release is not None:
+        release_of(release)  # refuse an unknown release before stopping anything
     stop(sb)
-    return start(sb)
+    if release is not None:
+        record_release(sb, release)
+    started = start(sb)
+    if release is not None:
+        traffic.restart(sb)
+    return started
 
 
 def service(root: Path, action: str, *, lines: int = 50) -> int:
@@ -166,6 +195,7 @@ def service(root: Path, action: str, *, lines: int = 50) -> int:
         print(f"     Active: active (running) since {sb.state.get('server_started_at')}")
         print(f"   Main PID: {running}")
         print(f"     Listen: {sb.server_url}")
+        print(f"    Release: {release_of(sb.server_release).show()}")
         return 0
     if action == "logs":
         if not sb.server_log.is_file():

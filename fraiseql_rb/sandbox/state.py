@@ -2,7 +2,8 @@
 
 Layout (besides the cluster's own, see `cluster`):
 
-    sandbox.json                 ports, pids, active faults (what every command reads)
+    sandbox.json                 ports, pids, active faults, the emulated FraiseQL release
+                                 (`server_release`; what every command reads)
     inventory.toml               target `sandbox`, secrets by *_file reference only
     secrets/                     0700; one 0600 file per secret
     server/fraiseql-server.toml  the stand-in's config, in the real v2 server format
@@ -127,6 +128,13 @@ class Sandbox:
 
     def faults(self) -> list[str]:
         return list(self.state.get("faults", []))
+
+    @property
+    def server_release(self) -> str:
+        """The FraiseQL release the stand-in emulates (standin/releases.py); a property of
+        its process, recorded here so that restarts keep it. Sandboxes older than the
+        option emulate main."""
+        return str(self.state.get("server_release") or "main")
 
     def cli_command(self, *args: str) -> str:
         """A shell command running our CLI with this interpreter (no reliance on PATH)."""

@@ -23,6 +23,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from . import processes
+from .standin.releases import resolve
 from .state import Sandbox
 
 # The mix of operations a small FraiseQL app sees; names are the stand-in's root fields.
@@ -45,9 +46,13 @@ def start(sb: Sandbox, rps: float = DEFAULT_RPS) -> int:
     """Start the generator for this sandbox (idempotent)."""
     if processes.alive(sb.state.get("traffic_pid"), str(sb.root)):
         return int(sb.state["traffic_pid"])
-    proc = processes.spawn([sys.executable, "-m", MODULE, "--url", sb.server_url, "--ca",
-                            str(sb.ca_cert), "--rps", str(rps), "--tag", str(sb.root)],
-                           sb.logs_dir / "traffic.log")
+    command = [sys.executable, "-m", MODULE, "--url", sb.server_url, "--ca", str(sb.ca_cert),
+               "--rps", str(rps), "--tag", str(sb.root)]
+    if not resolve(sb.server_release).root_typename:
+        # clients of a release that refuses a root `{ __typename }` do not send one; the
+        # refusals would be an error rate nobody real sees
+        command.append("--no-typename")
+    proc = processes.spawn(command, sb.logs_dir / "traffic.log")
     sb.state["traffic_pid"] = proc.pid
     sb.save()
     return proc.pid
@@ -56,6 +61,13 @@ def start(sb: Sandbox, rps: float = DEFAULT_RPS) -> int:
 def stop(sb: Sandbox) -> None:
     processes.terminate(sb.state.get("traffic_pid"), str(sb.root))
     sb.state["traffic_pid"] = None
+
+
+def restart(sb: Sandbox) -> None:
+    """After the server changed release, so the mix of queries matches what it accepts."""
+    if processes.alive(sb.state.get("traffic_pid"), str(sb.root)):
+        stop(sb)
+        start(sb)
 
 
 def running(sb: Sandbox) -> bool:
@@ -76,6 +88,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-seconds", type=float, default=MAX_SECONDS)
     parser.add_argument("--seed", type=int, default=7)
     parser.add_argument("--tag", help="the sandbox directory, so it can find its generator")
+    parser.add_argument("--no-typename", action="store_true",
+                        help="never send a root { __typename } (releases before v2.10.0)")
     args = parser.parse_args(argv)
     _loopback_only(args.url)
     stop = False
@@ -87,14 +101,15 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, on_signal)
     signal.signal(signal.SIGINT, on_signal)
     rng = random.Random(args.seed)
-    weights = [w for _, _, w in QUERIES]
+    queries = [q for q in QUERIES if not (args.no_typename and q[0] == "typename")]
+    weights = [w for _, _, w in queries]
     deadline = time.monotonic() + args.max_seconds
     interval = 1.0 / args.rps
     verify = ssl.create_default_context(cafile=args.ca)
     with httpx.Client(base_url=args.url, verify=verify, timeout=5) as client:
         while not stop and time.monotonic() < deadline:
             began = time.monotonic()
-            name, template, _ = rng.choices(QUERIES, weights)[0]
+            name, template, _ = rng.choices(queries, weights)[0]
             offset = (rng.randrange(15, 10_000) if rng.random() < UNCACHED_SHARE
                       else rng.choice(POPULAR_OFFSETS))
             query = template.format(offset=offset)

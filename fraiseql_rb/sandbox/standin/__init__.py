@@ -5,7 +5,12 @@ process instead. It speaks the v2 operational surface as the server's source def
 runbook library is exercised against the same paths, JSON shapes, status codes, metric names and
 config keys it will meet in production:
 
-    python -m fraiseql_rb.sandbox.standin --config server.toml [--state-dir DIR]
+    python -m fraiseql_rb.sandbox.standin --config server.toml [--state-dir DIR] [--release R]
+
+``--release`` picks the FraiseQL release it emulates (``2.9``, ``2.14.1``, ``main``, the
+default, or ``foreign``, a server that is not v2); what differs between them is one table in
+``releases``, which the routes consult. It is a property of the process, never a config key:
+the real server refuses unknown keys.
 
 Facts were confirmed against the public repository fraiseql/fraiseql, under
 ``crates/fraiseql-server/src/``: ``routes/health.rs`` (health/readiness JSON), ``routes/metrics.rs``
@@ -30,7 +35,9 @@ Beyond the v2 surface, the stand-in also plays the sandbox's OIDC identity provi
 Modules, in dependency order (each imports only those above it):
 
 - ``logs``: log format and throttling, ``first_line`` for one-line exception messages.
-- ``config``: the server config TOML, env overrides and validation (``Settings``, ``VERSION``).
+- ``releases``: the emulated releases and what differs between them (``Release``;
+  ``VERSION``, main's).
+- ``config``: the server config TOML, env overrides and validation (``Settings``).
 - ``metrics``: counters and histograms, the Prometheus text and ``/metrics/json``.
 - ``document``: reading a GraphQL document (graphql-core's parser, the stand-in's rules:
   no fragments, operation selection, argument values, query cost).
@@ -53,8 +60,18 @@ Modules, in dependency order (each imports only those above it):
 
 from __future__ import annotations
 
-from .app import App
-from .cli import main
-from .config import VERSION, ConfigError, Settings, load_settings
+import importlib
+from typing import Any
 
 __all__ = ["VERSION", "App", "ConfigError", "Settings", "load_settings", "main"]
+
+# Imported on first use: the sandbox's `service` commands read `releases` and must stay quick
+# (the server, its pool and graphql-core cost about 0.3 s to import).
+_LAZY = {"App": "app", "main": "cli", "VERSION": "releases", "ConfigError": "config",
+         "Settings": "config", "load_settings": "config"}
+
+
+def __getattr__(name: str) -> Any:
+    if name not in _LAZY:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)

@@ -23,6 +23,7 @@ from .guard import BearerGuard, Request, Response
 from .logs import first_line
 from .metrics import Metrics
 from .oidc import DISCOVERY_PATH, JWKS_PATH, IdentityProvider
+from .releases import Release, resolve
 from .routes import admin, graphql, health, metrics, oidc
 from .schema import SchemaModel, builtin_schema, schema_from_compiled
 
@@ -38,8 +39,10 @@ Handler = Callable[["App", Request], Response]
 class App:
     """Everything behind the HTTP layer: shared state, the routing table, dispatch."""
 
-    def __init__(self, settings: Settings, state_dir: Path | None) -> None:
+    def __init__(self, settings: Settings, state_dir: Path | None,
+                 release: Release | None = None) -> None:
         self.settings = settings
+        self.release = release or resolve(None)  # what differs between releases (releases.py)
         self.started = time.monotonic()
         self.metrics = Metrics()
         self.db = Database(settings)
@@ -69,11 +72,13 @@ class App:
 
     def _build_routes(self) -> dict[str, dict[str, Handler]]:
         """URL -> method -> handler. Metrics and admin routes exist only when enabled with a
-        token (otherwise 404, as the real server leaves them unmounted)."""
+        token (otherwise 404, as the real server leaves them unmounted); a `foreign` release
+        serves no /readiness, /metrics/json or admin API."""
         s = self.settings
+        v2 = self.release.v2_surface
         routes: dict[str, dict[str, Handler]] = {
             s.health_path: {"GET": health.health},
-            s.readiness_path: {"GET": health.readiness},
+            **({s.readiness_path: {"GET": health.readiness}} if v2 else {}),
             s.graphql_path: {"GET": graphql.get, "POST": graphql.post},
             DISCOVERY_PATH: {"GET": oidc.discovery},
             JWKS_PATH: {"GET": oidc.jwks},
@@ -82,8 +87,9 @@ class App:
             assert s.metrics_token is not None
             scrape = BearerGuard(s.metrics_token, s.admin_auth_max_failures)
             routes[s.metrics_path] = {"GET": _guarded(scrape, metrics.text)}
-            routes[s.metrics_json_path] = {"GET": _guarded(scrape, metrics.json)}
-        if s.routes_admin():
+            if v2:
+                routes[s.metrics_json_path] = {"GET": _guarded(scrape, metrics.json)}
+        if s.routes_admin() and v2:
             assert s.admin_token is not None
             write = BearerGuard(s.admin_token, s.admin_auth_max_failures)
             read = (BearerGuard(s.admin_readonly_token, s.admin_auth_max_failures)

@@ -20,8 +20,9 @@ import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
 from .app import App
-from .config import VERSION, ConfigError, load_settings
+from .config import ConfigError, load_settings
 from .logs import first_line, setup_logging
+from .releases import UnknownRelease, resolve
 from .server import StandinHTTPServer, TlsContexts
 
 _log = logging.getLogger("fraiseql_standin")
@@ -45,8 +46,16 @@ def main(argv: list[str] | None = None) -> int:
                         help="fraiseql-server config TOML (default: $FRAISEQL_CONFIG)")
     parser.add_argument("--state-dir", type=Path, default=None,
                         help="directory where the sandbox drops faults.json")
+    parser.add_argument("--release", default=None,
+                        help="the FraiseQL release to emulate: 2.9 (2.9.x), 2.14.1, main "
+                        "(default) or foreign (see releases.py)")
     args = parser.parse_args(argv)
     setup_logging()
+    try:
+        release = resolve(args.release)
+    except UnknownRelease as exc:
+        print(f"Error: {exc}", file=sys.stderr, flush=True)
+        return 1
     config_path = args.config or (Path(os.environ["FRAISEQL_CONFIG"])
                                   if os.environ.get("FRAISEQL_CONFIG") else None)
     try:
@@ -60,7 +69,7 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)
         return 1
 
-    app = App(settings, args.state_dir)
+    app = App(settings, args.state_dir, release)
     try:
         server = StandinHTTPServer(app, tls)
     except OSError as exc:
@@ -80,8 +89,9 @@ def main(argv: list[str] | None = None) -> int:
     policy = ("disabled" if not settings.introspection_enabled
               else "auth required" if settings.introspection_require_auth else "allowed")
     _log.info(
-        "fraiseql-server %s listening on %s://%s (database %s, pool %s-%s, metrics %s, "
-        "admin api %s, introspection %s, schema %s)", VERSION, scheme, settings.bind_addr,
+        "fraiseql-server %s listening on %s://%s (release %s; database %s, pool %s-%s, "
+        "metrics %s, admin api %s, introspection %s, schema %s)",
+        release.version or "(no version reported)", scheme, settings.bind_addr, release.name,
         _describe_database(settings.database_url), settings.pool_min_size,
         settings.pool_max_size, "on" if settings.routes_metrics() else "off",
         "on" if settings.routes_admin() else "off", policy, app.schema.source)

@@ -17,7 +17,6 @@ from typing import Any
 import psycopg
 from psycopg.conninfo import conninfo_to_dict
 
-VERSION = "2.15.0-standin"  # what /health and the admin API report as the server's version
 REDACTED = "[REDACTED]"
 
 _log = logging.getLogger("fraiseql_standin")

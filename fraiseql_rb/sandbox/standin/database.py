@@ -66,6 +66,8 @@ class Database:
             },
         )
         self.max_size = settings.pool_max_size
+        # the stand-in's execution timeout: a statement cancelled by it is a TIMEOUT error
+        self.statement_timeout_ms = statement_timeout_ms
         self.leak = ConnectionLeak(self.pool)
         self._probe_lock = threading.Lock()
         self._probe: threading.Thread | None = None

@@ -3,6 +3,10 @@ handler/stages.rs, and fraiseql-core's executor): plan and validate the root fie
 the served schema, apply the behaviour faults, answer from the query cache or read each root
 field's view (one statement each), and shape the JSON to the selection.
 
+The execution timeout (the real server's ``query_timeout_ms``, 30 s) is PostgreSQL's
+``statement_timeout``, set from ``request_timeout_secs``: a statement it cancels is the
+``TIMEOUT`` error "Query timeout after {ms}ms".
+
 Deliberately simpler than the real server: root fields take only ``limit`` and ``offset``, and
 each row's ``data`` column is projected to the selected keys (camelCase, as FraiseQL's views
 store them; snake_case columns are found too).
@@ -220,6 +224,12 @@ def _fetch(app: App, fields: list[_Planned], delay_ms: int = 0) -> dict[str, lis
     except PoolTimeout as exc:
         raise ExecutionError(f"Connection pool error: {first_line(exc)}",
                              "DATABASE_ERROR") from None
+    except psycopg.errors.QueryCanceled as exc:
+        if "statement timeout" not in str(exc):
+            raise ExecutionError(f"Database error: {first_line(exc)}", "DATABASE_ERROR") from None
+        # FraiseQLError::Timeout; its HTTP status depends on the release (releases.py)
+        raise ExecutionError(f"Query timeout after {app.db.statement_timeout_ms}ms",
+                             "TIMEOUT") from None
     except psycopg.Error as exc:
         raise ExecutionError(f"Database error: {first_line(exc)}", "DATABASE_ERROR") from None
     return out

@@ -14,6 +14,8 @@ Each flag is ``name: {settings}``; the stand-in acts on these (anything else is 
 - ``leak-connections`` ``{"count": N}``: N pool connections checked out and left idle in
   transaction (``BEGIN; SELECT 1``) until the flag goes, then rolled back and returned.
 - ``oidc-down`` ``{}``: the discovery document and the JWKS answer 503.
+- ``observer-fail`` ``{"events_processed": N, "errors": E}`` (both optional): the observer
+  runtime has stopped, so /health says ``degraded`` (200) with an ``observers`` block.
 """
 
 from __future__ import annotations

@@ -184,8 +184,10 @@ class Metrics:
             "pool_requests_waiting": pool.waiting,
         }
 
-    def render(self, pool: PoolSnapshot, recommended_pool_size: int | None) -> str:
-        """The Prometheus text the real ``/metrics`` handler assembles, block by block."""
+    def render(self, pool: PoolSnapshot, recommended_pool_size: int | None,
+               cost_metric: bool = True) -> str:
+        """The Prometheus text the real ``/metrics`` handler assembles, block by block;
+        without `cost_metric` as releases up to v2.14.1, which lack the cost counter."""
         with self._lock:
             c = dict(self._c)
             http_lines = self._http.lines("fraiseql_http_request_duration_seconds")
@@ -307,8 +309,23 @@ class Metrics:
               "Total JWTs rejected as replays", str(c["jwt_replay_rejected_total"]))
         block("fraiseql_jwt_replay_cache_errors_total", "counter",
               "Total JWT replay cache errors", str(c["jwt_replay_cache_errors_total"]))
-        block("fraiseql_graphql_queries_cost_total", "counter",
-              "Running sum of estimated GraphQL query cost", str(c["queries_cost_total"]))
+        if cost_metric:
+            block("fraiseql_graphql_queries_cost_total", "counter",
+                  "Running sum of estimated GraphQL query cost", str(c["queries_cost_total"]))
+        return "\n".join(out)
+
+    def render_generic(self) -> str:
+        """What a server that is not v2 (or a proxy in front of one) might export: generic
+        HTTP names only, no ``fraiseql_*`` family (the ``foreign`` release)."""
+        with self._lock:
+            c = dict(self._c)
+            http_lines = self._http.lines("http_request_duration_seconds")
+        out = ["# HELP http_requests_total Total HTTP requests by status class",
+               "# TYPE http_requests_total counter"]
+        out += [f'http_requests_total{{status="{klass}"}} {c[f"http_responses_{klass}"]}'
+                for klass in ("2xx", "4xx", "5xx")]
+        out += ["", "# HELP http_request_duration_seconds HTTP request duration",
+                "# TYPE http_request_duration_seconds histogram", *http_lines, ""]
         return "\n".join(out)
 
 

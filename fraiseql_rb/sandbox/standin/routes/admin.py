@@ -21,8 +21,8 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from ..cache import CACHE_TTL_SECS
-from ..config import REDACTED, VERSION, redact_database_url
+from ..cache import CACHE_MAX_ENTRIES, CACHE_TTL_SECS
+from ..config import REDACTED, redact_database_url
 from ..guard import Request, Response
 from ..schema import schema_from_compiled
 
@@ -142,7 +142,9 @@ def cache_clear(app: App, req: Request) -> Response:
 
 
 def cache_stats(app: App, req: Request) -> Response:
-    """Entry count and TTL, as the flat object of releases up to v2.14.1."""
+    """Entry count and TTL: one entry per cache on main, a flat object up to v2.14.1."""
+    if app.release.cache_stats == "list":
+        return _cache_stats_list(app)
     n = app.cache.entries()
     if not app.settings.cache_enabled:
         return api_success({"entries_count": 0, "cache_enabled": False, "ttl_secs": 0,
@@ -151,6 +153,23 @@ def cache_stats(app: App, req: Request) -> Response:
                         "ttl_secs": CACHE_TTL_SECS,
                         "message": f"Cache contains {n} entries with "
                                    f"{CACHE_TTL_SECS}-second TTL"})
+
+
+def _cache_stats_list(app: App) -> Response:
+    """main's ``{caches: [...], message}``: the query result cache (the server's Arrow Flight
+    cache is feature-gated and absent here)."""
+    if app.settings.cache_enabled:
+        entry = {"cache": "query_result", "configured": True,
+                 "entries_count": app.cache.entries(),
+                 "hits": app.metrics.get("cache_hits"),
+                 "misses": app.metrics.get("cache_misses"),
+                 "ttl_secs": CACHE_TTL_SECS, "max_entries": CACHE_MAX_ENTRIES}
+        message = "Configured cache(s): query_result"
+    else:
+        entry = {"cache": "query_result", "configured": False, "entries_count": 0,
+                 "ttl_secs": 0}
+        message = "No cache is configured on this server"
+    return api_success({"caches": [entry], "message": message})
 
 
 def config(app: App, req: Request) -> Response:
@@ -182,7 +201,7 @@ def config(app: App, req: Request) -> Response:
         "cache_enabled": str(s.cache_enabled).lower(),
         "apq_enabled": str(s.apq_enabled).lower(),
     }
-    return api_success({"version": VERSION, "config": values})
+    return api_success({"version": app.release.version, "config": values})
 
 
 def health_detailed(app: App, req: Request) -> Response:
@@ -190,7 +209,7 @@ def health_detailed(app: App, req: Request) -> Response:
     pool = app.db.snapshot()
     return Response.json(200, {
         "uptime_secs": int(time.monotonic() - app.started),
-        "version": VERSION,
+        "version": app.release.version,
         "pool_active": pool.active,
         "pool_idle": pool.idle,
         "pool_max": pool.max_size,

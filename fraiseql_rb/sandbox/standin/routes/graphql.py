@@ -4,7 +4,8 @@ of routes/graphql/handler.rs and handler/stages.rs.
 A request goes: decode (query string or JSON body, with the CSRF content-type gate) → resolve
 automatic persisted queries → parse and pick the operation (``document``) → introspection
 policy → count its cost → execute (``executor``) → ``{"data": ...}``. Errors are GraphQL error
-bodies with the HTTP status error.rs gives their code (parse and validation errors: 200).
+bodies with the HTTP status error.rs gives their code (parse and validation errors: 200);
+where releases differ (root ``__typename``, the timeout's status) ``app.release`` decides.
 """
 
 from __future__ import annotations
@@ -40,14 +41,16 @@ _INTROSPECTION_FIELDS = ("__schema", "__type")
 
 
 def gql_error(message: str, code: str, line: int | None = None,
-              column: int | None = None, path: list[str] | None = None) -> Response:
-    """A GraphQL error response: ``{"errors":[{"message","code","locations"?,"path"?}]}``."""
+              column: int | None = None, path: list[str] | None = None,
+              status: int | None = None) -> Response:
+    """A GraphQL error response: ``{"errors":[{"message","code","locations"?,"path"?}]}``,
+    with the status error.rs gives `code` unless the release says otherwise (`status`)."""
     err: dict[str, Any] = {"message": message, "code": code}
     if line is not None and column is not None:
         err["locations"] = [{"line": line, "column": column}]
     if path:
         err["path"] = path
-    return Response.json(_CODE_STATUS.get(code, 500), {"errors": [err]})
+    return Response.json(status or _CODE_STATUS.get(code, 500), {"errors": [err]})
 
 
 def get(app: App, req: Request) -> Response:
@@ -170,6 +173,11 @@ def run(app: App, query: str | None, variables: Any, operation_name: str | None,
         if refusal is not None:
             app.metrics.add(queries_error=1)
             return refusal
+    if roots and roots[0].name.value == "__typename" and not app.release.root_typename:
+        # before v2.10.0 the query matcher looks the first root field up among the queries
+        app.metrics.add(queries_error=1)
+        return gql_error("Validation error: Query '__typename' not found in schema",
+                         "VALIDATION_ERROR")
     vars_in = with_variable_defaults(op, variables or {})
     app.metrics.add(queries_cost_total=operation_cost(op))
     try:
@@ -179,7 +187,8 @@ def run(app: App, query: str | None, variables: Any, operation_name: str | None,
         return gql_error(str(exc), "VALIDATION_ERROR", exc.line, exc.column)
     except ExecutionError as exc:
         _finish(app, label, start, True)
-        return gql_error(str(exc), exc.code)
+        return gql_error(str(exc), exc.code, status=app.release.timeout_status
+                         if exc.code == "TIMEOUT" else None)
     _finish(app, label, start, False)
     return Response.json(200, {"data": data})
 

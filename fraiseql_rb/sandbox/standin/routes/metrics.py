@@ -17,9 +17,12 @@ PROMETHEUS_CONTENT_TYPE = "text/plain; version=0.0.4"  # routes/metrics.rs sends
 
 
 def text(app: App, req: Request) -> Response:
-    """The Prometheus exposition, pool gauges sampled now."""
+    """The Prometheus exposition, pool gauges sampled now; the families the release has."""
+    if not app.release.v2_surface:
+        return Response(200, app.metrics.render_generic().encode(), PROMETHEUS_CONTENT_TYPE)
     pool = app.db.snapshot()
-    body = app.metrics.render(pool, _recommended_pool_size(app, pool))
+    body = app.metrics.render(pool, _recommended_pool_size(app, pool),
+                              cost_metric=app.release.cost_metric)
     return Response(200, body.encode(), PROMETHEUS_CONTENT_TYPE)
 
 
