@@ -67,7 +67,9 @@ def live_names(healthy_sandbox) -> set[str]:
 @pytest.mark.sandbox
 @needs_promtool
 def test_runbook_rules_against_a_live_standin(live_names: set[str]) -> None:
-    assert "up" not in live_names  # Prometheus makes it; the lint must know that
+    # the sandbox has a Prometheus, so its scrape targets were asked too (`up` may be among
+    # their series: Prometheus makes it, and the lint knows it with or without one)
+    assert live_names.prometheus and live_names.unchecked is None
     problems = alert_rules.lint(RUNBOOK_RULES, live_names, promtool=PROMTOOL)
     rules = by_rule(problems)
     never = {p.message.split()[1]: p for p in problems if p.kind == alert_rules.NEVER_EXPORTED}
@@ -275,3 +277,89 @@ def test_format_problems() -> None:
     problem = alert_rules.Problem("R", alert_rules.NEVER_EXPORTED, Status.CRITICAL, "gone", "use x")
     assert alert_rules.format_problems([problem]) == [
         "CRITICAL R: [never-exported] gone", "         suggestion: use x"]
+
+
+# ---- metrics of other scrape targets (issue 11 §4) -------------------------------------------
+
+WAL_RULE = ("increase(pg_stat_archiver_failed_count[5m]) > 0 and on (job, instance) "
+            "increase(pg_stat_archiver_archived_count[5m]) == 0")
+
+
+def test_exporter_metrics_without_a_prometheus_are_unchecked_not_never_firing(
+        tmp_path: Path) -> None:
+    """FraiseQL's /metrics alone cannot say what postgres_exporter exports: unknown, with
+    what is missing, never "can never fire"."""
+    fraiseql_only = alert_rules.LiveNames({"fraiseql_execution_errors_total", "up"},
+                                          unchecked="the inventory names no prometheus_url")
+    problems = alert_rules.lint(rules_file(tmp_path, WAL_RULE), fraiseql_only,
+                                promtool=PROMTOOL)
+    assert problems and all(p.severity is Status.UNKNOWN for p in problems), problems
+    assert not [p for p in problems if "can never fire" in p.message]
+    assert all("no prometheus_url" in p.message and "prometheus_url" in p.suggestion
+               for p in problems)
+    # a FraiseQL name missing from FraiseQL's own /metrics is still certain
+    typo = alert_rules.lint(rules_file(tmp_path, "rate(fraiseql_db_errors_total[5m]) > 1"),
+                            fraiseql_only, promtool=PROMTOOL)
+    assert [p.severity for p in typo] == [Status.CRITICAL]
+
+
+def test_exporter_metrics_in_the_catalog_mode_are_warnings(tmp_path: Path) -> None:
+    problems = alert_rules.lint(rules_file(tmp_path, WAL_RULE), None, promtool=PROMTOOL)
+    assert {p.severity for p in problems} == {Status.WARNING}
+    assert all("postgres_exporter" in p.message and "can never fire" not in p.message
+               for p in problems)
+
+
+def test_every_scrape_target_of_the_prometheus_counts(tmp_path: Path) -> None:
+    """Names from the postgres job are exported; a FraiseQL-vocabulary name that only other
+    jobs export (process_* from Prometheus itself) still never fires for FraiseQL."""
+    names = {"pg_stat_archiver_failed_count", "pg_stat_archiver_archived_count",
+             "fraiseql_execution_errors_total", "process_resident_memory_bytes"}
+    view = alert_rules.LiveNames(
+        names, jobs={"pg_stat_archiver_failed_count": {"postgres"},
+                     "pg_stat_archiver_archived_count": {"postgres"},
+                     "fraiseql_execution_errors_total": {"fraiseql"},
+                     "process_resident_memory_bytes": {"prometheus", "postgres"}},
+        fraiseql_jobs={"fraiseql"}, prometheus="http://prom:9090", targets=3)
+    assert alert_rules.lint(rules_file(tmp_path, WAL_RULE), view, promtool=PROMTOOL) == []
+    memory = alert_rules.lint(rules_file(tmp_path, "process_resident_memory_bytes > 7e9"),
+                              view, promtool=PROMTOOL)
+    assert [p.severity for p in memory] == [Status.CRITICAL]
+    assert "job(s) postgres, prometheus" in memory[0].message
+    wrong_job = alert_rules.lint(
+        rules_file(tmp_path, 'pg_stat_archiver_failed_count{job="fraiseql"} > 0'), view,
+        promtool=PROMTOOL)
+    assert [p.kind for p in wrong_job] == [alert_rules.NEVER_EXPORTED]
+
+
+def test_runbook_annotation_must_name_a_fixing_playbook(tmp_path: Path) -> None:
+    path = tmp_path / "rules.yml"
+    path.write_text("""groups:
+- name: g
+  rules:
+  - alert: A
+    expr: up == 0
+    labels: {severity: critical}
+    annotations: {runbook: alert-review}
+  - alert: B
+    expr: up == 0
+    labels: {severity: critical}
+    annotations: {runbook: databse-unavailable}
+  - alert: C
+    expr: up == 0
+    labels: {severity: critical}
+    annotations: {runbook: database-unavailable}
+""")
+    problems = by_rule(alert_rules.lint(path, None, promtool=PROMTOOL))
+    assert [p.kind for p in problems["A"]] == [alert_rules.RUNBOOK]
+    assert "database-unavailable" in problems["B"][0].suggestion
+    assert "C" not in problems
+
+
+def test_renamed_metric_alternatives_and_absent_are_not_flagged(tmp_path: Path) -> None:
+    """`new_name or old_name` fires where either exists; absent() expects a missing series."""
+    expr = ("max by (job, instance) (pg_replication_lag_seconds or (pg_replication_lag and "
+            "on () absent(pg_stat_replication_pg_wal_lsn_diff))) > 150")
+    view = alert_rules.LiveNames({"pg_replication_lag"}, jobs={"pg_replication_lag": {"pg"}},
+                                 prometheus="http://prom:9090", targets=2)
+    assert alert_rules.lint(rules_file(tmp_path, expr), view, promtool=PROMTOOL) == []

@@ -22,15 +22,16 @@ EXPECTED_ALERTS = {
     "FraiseQLDown": ("critical", "service-down"),
     "HighDatabaseErrorRate": ("critical", "high-error-rate"),
     "HighErrorRatio": ("warning", "high-error-rate"),
-    "MemoryLeakSuspected": ("high", "memory-leak"),
+    "MemoryLeakSuspected": ("critical", "memory-leak"),
     "HighQueryLatency": ("warning", "high-query-latency"),
     "LowCacheHitRatio": ("warning", "high-query-latency"),
     "ConnectionPoolNearCapacity": ("warning", "connection-pool-exhaustion"),
-    "WALArchivingFailing": ("critical", "alert-review"),
-    "ReplicationLagHigh": ("high", "alert-review"),
+    "WALArchivingFailing": ("critical", "config-preflight"),
+    "ReplicationLagHigh": ("critical", "database-unavailable"),
 }
+# the playbooks that fix something (alert-review only lists alerts)
 RUNBOOKS = {"service-down", "database-unavailable", "high-error-rate", "high-query-latency",
-            "memory-leak", "connection-pool-exhaustion", "alert-review"}
+            "memory-leak", "connection-pool-exhaustion", "config-preflight"}
 
 
 def _promtool() -> str:
@@ -109,3 +110,31 @@ def test_fraiseql_metrics_in_rules_are_really_exported():
     # the runbook's names that do not exist must not have crept back in
     assert not used & {"fraiseql_db_errors_total", "fraiseql_db_connections",
                        "fraiseql_queries_total", "fraiseql_cache_hits_total"}
+
+
+def test_shipped_rules_pass_our_own_lint():
+    """No severity outside the routes, no runbook that fixes nothing, no metric that can
+    never fire. What is left are warnings that a metric comes from another exporter."""
+    from fraiseql_rb.checks import alert_rules
+    from fraiseql_rb.core.findings import Status
+
+    problems = alert_rules.lint(RULES, None, promtool=shutil.which("promtool"))
+    assert not [p for p in problems if p.kind in (alert_rules.ROUTING, alert_rules.RUNBOOK)]
+    assert all(p.severity is Status.WARNING and p.kind == alert_rules.NEVER_EXPORTED
+               and "another exporter" in p.message for p in problems), problems
+    for rule in _rules():
+        if "alert" in rule:
+            assert rule["labels"]["severity"] in alert_rules.ALERT_SEVERITIES, rule["alert"]
+            assert rule["annotations"]["runbook"] not in alert_rules.NOT_A_FIX, rule["alert"]
+
+
+def test_replication_lag_is_tested_on_both_exporter_names():
+    """Debian's 0.11 with its example queries exports pg_replication_lag; newer releases
+    pg_replication_lag_seconds. The rule must fire on each, in promtool's unit tests."""
+    firing: set[str] = set()
+    for case in yaml.safe_load(UNIT_TESTS.read_text())["tests"]:
+        if any(c["alertname"] == "ReplicationLagHigh" and c.get("exp_alerts")
+               for c in case.get("alert_rule_test", [])):
+            for series in case["input_series"]:
+                firing.add(series["series"].split("{")[0])
+    assert {"pg_replication_lag", "pg_replication_lag_seconds"} <= firing

@@ -13,6 +13,7 @@ to tell selectors from functions, keywords, label names, strings, numbers and du
 
 from __future__ import annotations
 
+import functools
 import re
 import shutil
 import subprocess
@@ -38,8 +39,20 @@ NEVER_EXPORTED = "never-exported"
 HISTOGRAM_MISUSE = "histogram-misuse"
 RATE_OF_GAUGE = "rate-of-gauge"
 ROUTING = "routing"
+RUNBOOK = "runbook"
 
 ALERT_SEVERITIES = ("critical", "warning", "info")  # what Alertmanager routes in our setups
+# Metric namespaces of exporters that sit beside FraiseQL (their default prefixes), for names
+# the metric catalog does not list: such a name is another exporter's, not a typo of ours.
+EXPORTER_PREFIXES = {"pg_": "postgres_exporter (PostgreSQL)"}
+# The runbook an alert leads to must fix it: alert-review lists alerts, it repairs nothing.
+NOT_A_FIX = frozenset({"alert-review"})
+SERIES_QUERY = 'count by (__name__, job) ({__name__=~".+"})'  # every series now, by job
+# One metric under two names across exporter releases; a rule written `a or b` fires where
+# either exists, so the one this deployment lacks is no problem.
+ALTERNATIVE_NAMES = {"pg_replication_lag": "pg_replication_lag_seconds",
+                     "pg_replication_lag_seconds": "pg_replication_lag"}
+ABSENCE_FUNCTIONS = frozenset({"absent", "absent_over_time"})  # missing series are the point
 DEFAULT_WINDOW = "5m"  # rate window for a rewritten histogram_quantile, as in §3.2's rules
 PROMTOOL_TIMEOUT_S = thresholds.PROMTOOL_TIMEOUT_S
 _GAUGE_TREND = {"rate": "deriv", "irate": "deriv", "increase": "delta"}
@@ -362,11 +375,60 @@ def _render_selector(name: str, matchers: Iterable[tuple[str, str, str]]) -> str
     return f"{name}{{{inner}}}" if inner else name
 
 
+class LiveNames(set[str]):
+    """The series names `--target` saw, and from where.
+
+    With the target's Prometheus, `jobs` maps every name to the scrape jobs exporting it now
+    (all scrape targets: FraiseQL, postgres_exporter, ...) and `fraiseql_jobs` are the jobs
+    scraping FraiseQL itself. Without it only FraiseQL's /metrics was seen, and `unchecked`
+    says why the other scrape targets could not be."""
+
+    def __init__(self, names: set[str], *, jobs: dict[str, set[str]] | None = None,
+                 fraiseql_jobs: set[str] | None = None, prometheus: str | None = None,
+                 targets: int = 0, unchecked: str | None = None) -> None:
+        super().__init__(names)
+        self.jobs = jobs or {}
+        self.fraiseql_jobs = fraiseql_jobs or set()
+        self.prometheus = prometheus
+        self.targets = targets
+        self.unchecked = unchecked
+
+    @property
+    def where(self) -> str:
+        if self.prometheus:
+            return (f"the {self.targets} scrape target(s) of {self.prometheus} "
+                    f"(jobs {', '.join(sorted({j for js in self.jobs.values() for j in js}))})")
+        return "this target's /metrics"
+
+
+def _foreign_only(sel: Selector, view: LiveNames | None) -> set[str] | None:
+    """Jobs whose series a FraiseQL-vocabulary selector would watch instead of FraiseQL's:
+    the name exists in Prometheus, but only from other processes (`process_*` from
+    Prometheus or an exporter) or not from the job the selector names. None when fine."""
+    if view is None or not view.prometheus or sel.name not in view.jobs:
+        return None
+    jobs = view.jobs[sel.name]
+    wanted = {v for k, op, v in sel.matchers if k == "job" and op == "="}
+    if wanted:
+        return jobs if not jobs & wanted else None
+    match = metrics.lookup(sel.name, sel.labels)
+    if match is not None and match.vocabulary != "exporter" and view.fraiseql_jobs \
+            and not jobs & view.fraiseql_jobs:
+        return jobs
+    return None
+
+
 def _check_names(check: _RuleCheck, a: Analysis, known: set[str], covered: set[int],
-                 live: bool) -> None:
+                 live: bool, view: LiveNames | None = None) -> None:
     reported: set[str] = set()
     for sel in a.selectors:
-        if sel.name in known:
+        foreign = _foreign_only(sel, view)
+        if sel.name in known and foreign is None:
+            continue
+        if any(call.name in ABSENCE_FUNCTIONS for call in a.enclosing(sel.token)):
+            continue
+        alternative = ALTERNATIVE_NAMES.get(sel.name)
+        if alternative in known and any(s.name == alternative for s in a.selectors):
             continue
         if f"{sel.name}_bucket" in known:
             if sel.token not in covered:
@@ -381,19 +443,52 @@ def _check_names(check: _RuleCheck, a: Analysis, known: set[str], covered: set[i
         if key in reported:
             continue
         reported.add(key)
-        _never_exported(check, sel, known, live)
+        if foreign is not None:
+            match = metrics.lookup(sel.name, sel.labels)
+            check.add(NEVER_EXPORTED, Status.CRITICAL,
+                      f"metric {sel.name} never exported by FraiseQL — this alert can never "
+                      f"fire for it: in {view.prometheus if view else 'Prometheus'} {key} only "
+                      f"matches series of job(s) {', '.join(sorted(foreign))}",
+                      match.concept.note if match is not None else "")
+            continue
+        _never_exported(check, sel, known, live, view)
 
 
-def _never_exported(check: _RuleCheck, sel: Selector, known: set[str], live: bool) -> None:
-    where = "this target's /metrics" if live else "FraiseQL v2's metrics"
+def _exporter_of(sel: Selector) -> tuple[str, str] | None:
+    """(what, note) when the name belongs to another exporter than FraiseQL."""
     match = metrics.lookup(sel.name, sel.labels)
-    if match is not None and match.vocabulary == "exporter":
+    if match is not None:
+        if match.vocabulary == "exporter":
+            return match.concept.description, match.concept.note
+        return None
+    for prefix, exporter in EXPORTER_PREFIXES.items():
+        if sel.name.startswith(prefix):
+            return exporter, f"exported by {exporter}, not by FraiseQL"
+    return None
+
+
+def _never_exported(check: _RuleCheck, sel: Selector, known: set[str], live: bool,
+                    view: LiveNames | None = None) -> None:
+    where = (view.where if view is not None else "this target's /metrics" if live
+             else "FraiseQL v2's metrics")
+    foreign = _exporter_of(sel)
+    if live and view is not None and not view.prometheus and not sel.name.startswith(
+            "fraiseql_"):
+        # FraiseQL's /metrics alone: another scrape target may well export it
+        check.add(NEVER_EXPORTED, Status.UNKNOWN,
+                  f"metric {sel.name} is not in this target's /metrics and could not be "
+                  f"checked against the other scrape targets: {view.unchecked}",
+                  "set prometheus_url in the inventory (the Prometheus that evaluates these "
+                  "rules), then lint --target again" + (f"; {foreign[1]}" if foreign else ""))
+        return
+    if foreign is not None:
         check.add(NEVER_EXPORTED, Status.WARNING,
-                  f"metric {sel.name} is not in {where}: it is a {match.concept.description} "
-                  "metric that only another exporter provides; the alert fires only where "
-                  "that exporter is scraped", match.concept.note)
+                  f"metric {sel.name} is not in {where}: it is a {foreign[0]} metric that only "
+                  "another exporter provides; the alert fires only where that exporter is "
+                  "scraped", foreign[1])
         return
     message = f"metric {sel.name} never exported — this alert can never fire (not in {where})"
+    match = metrics.lookup(sel.name, sel.labels)
     if match is None:
         close = get_close_matches(sel.name, sorted(known), n=1, cutoff=0.75)
         check.add(NEVER_EXPORTED, Status.CRITICAL, message,
@@ -534,8 +629,40 @@ def _check_routing(check: _RuleCheck, rule: dict[str, Any]) -> None:
                   f"put it under labels: severity: {fixed}")
 
 
+@functools.cache
+def _runbook_names() -> frozenset[str]:
+    """Runbook names from the notebooks (empty when they cannot be read: nothing to hold
+    an annotation to, rather than a false alarm)."""
+    from fraiseql_rb.core import runbooks
+
+    try:
+        return frozenset(runbooks.discover())
+    except Exception:  # noqa: BLE001 - a lint without the catalogue still lints the rest
+        return frozenset()
+
+
+def _check_runbook(check: _RuleCheck, rule: dict[str, Any]) -> None:
+    """The runbook annotation must name a playbook that fixes the alert: a responder paged
+    at 3 a.m. runs it next. alert-review lists alerts; it fixes none of them."""
+    annotations = rule.get("annotations") or {}
+    if not isinstance(annotations, dict) or "runbook" not in annotations:
+        return
+    name = str(annotations["runbook"]).strip()
+    if "/" in name:
+        return  # a link to a document (runbook_url style): not ours to resolve
+    known = _runbook_names()
+    if name in NOT_A_FIX:
+        check.add(RUNBOOK, Status.WARNING,
+                  f"runbook {name!r} reviews alerts; it does not fix this one",
+                  "name the playbook a responder runs to fix it")
+    elif known and name not in known:
+        close = get_close_matches(name, sorted(known), n=1, cutoff=0.6)
+        check.add(RUNBOOK, Status.WARNING, f"runbook {name!r} is not a fraiseql-rb runbook",
+                  f"did you mean {close[0]}?" if close else "see `fraiseql-rb list`")
+
+
 def _check_rule(rule: Any, index: int, known: set[str], live: bool,
-                promtool: str | None) -> list[Problem]:
+                promtool: str | None, view: LiveNames | None = None) -> list[Problem]:
     if not isinstance(rule, dict):
         return [Problem(f"rule {index}", INVALID_RULE, Status.CRITICAL,
                         f"rule {index} is not a mapping (got {type(rule).__name__})")]
@@ -550,10 +677,11 @@ def _check_rule(rule: Any, index: int, known: set[str], live: bool,
     a = analyse(check.expr)
     _check_parse(check, rule, a, promtool)
     covered = _check_histograms(check, a, known, live)
-    _check_names(check, a, known, covered, live)
+    _check_names(check, a, known, covered, live, view)
     _check_gauge_rates(check, a)
     if rule.get("alert"):
         _check_routing(check, rule)
+        _check_runbook(check, rule)
     return check.problems()
 
 
@@ -604,8 +732,9 @@ def _lint(rules_path: str | Path, exported: set[str] | None,
     records = {str(r["record"]) for r in rules if isinstance(r, dict) and r.get("record")}
     known = (set(exported) if exported is not None else metrics.reference_names())
     known |= metrics.PROMETHEUS_GENERATED | records
+    view = exported if isinstance(exported, LiveNames) else None
     for index, rule in enumerate(rules, 1):
-        problems += _check_rule(rule, index, known, exported is not None, promtool)
+        problems += _check_rule(rule, index, known, exported is not None, promtool, view)
     return len(rules), problems
 
 
@@ -639,7 +768,8 @@ def main_lint(rules_path: str | Path, exported: set[str] | None, out: TextIO,
     count, problems = _lint(rules_path, exported, promtool)
     for line in format_problems(problems):
         print(line, file=out)
-    against = (f"a live scrape ({len(exported)} series)" if exported is not None
+    against = (f"{exported.where} ({len(exported)} names)" if isinstance(exported, LiveNames)
+               else f"a live scrape ({len(exported)} series)" if exported is not None
                else "the catalog of FraiseQL v2 metric names")
     parser = "promtool" if promtool else "a lexical check (promtool not found)"
     status = worst([p.severity for p in problems]) if problems else Status.OK
@@ -648,10 +778,31 @@ def main_lint(rules_path: str | Path, exported: set[str] | None, out: TextIO,
     return _EXIT.get(status, EXIT_OK)
 
 
-def exported_from_target(target: str, inventory_path: str | Path | None = None) -> set[str]:
-    """Series names a target's /metrics shows now (the lint's `exported` for --target)."""
+def exported_from_target(target: str, inventory_path: str | Path | None = None) -> LiveNames:
+    """Series names the target exports now (the lint's `exported` for --target): FraiseQL's
+    /metrics, and every scrape target of the target's Prometheus (the one that evaluates
+    the rules, where postgres_exporter's pg_* names live). Without a Prometheus, the
+    LiveNames say what could not be checked."""
     from fraiseql_rb.core.context import RunContext
     from fraiseql_rb.core.inventory import load_target
+    from fraiseql_rb.targets import prometheus
 
     ctx = RunContext.adhoc(target=load_target(target, inventory_path))
-    return metrics.scrape(ctx).names()
+    names = metrics.scrape(ctx).names()
+    client = prometheus.from_target(ctx)
+    if client is None:
+        return LiveNames(names, unchecked="the inventory names no prometheus_url")
+    try:
+        with client:
+            active = client.targets()
+            samples = client.query(SERIES_QUERY)
+    except prometheus.PrometheusError as exc:
+        return LiveNames(names, unchecked=f"its Prometheus did not answer ({exc})")
+    jobs: dict[str, set[str]] = {}
+    for sample in samples:
+        if sample.metric:
+            jobs.setdefault(sample.metric, set()).add(sample.labels.get("job", ""))
+    fraiseql_jobs = {job for name, js in jobs.items() if name.startswith("fraiseql_")
+                     for job in js}
+    return LiveNames(names | set(jobs), jobs=jobs, fraiseql_jobs=fraiseql_jobs,
+                     prometheus=secrets.mask(client.base_url), targets=len(active))
