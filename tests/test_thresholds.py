@@ -28,6 +28,7 @@ NOT_THRESHOLDS = {
     "month": "which month", "phase": "which checklist",
     "job": "a Prometheus job name",
     "explain_query": "a query", "rules_path": "a file", "config_path": "a file",
+    "probe_query": "a query",
     "pool_max": "the deployment's pool size (None: read it)",
     "samples": "sampling effort, judges nothing",
     "probes": "sampling effort, judges nothing",

@@ -57,14 +57,21 @@ def check_instances(ctx: RunContext, table: pd.DataFrame) -> Finding:
 
 @check("deploy.consistency")
 def check_consistency(ctx: RunContext, table: pd.DataFrame) -> Finding:
-    """All instances on one version and one schema_hash (a mixed fleet serves two APIs)."""
-    answering = table[table["version"].notna()]
-    versions = sorted(set(answering["version"]))
-    hashes = sorted({h for h in answering["schema_hash"] if h})
-    evidence = {"versions": versions, "schema_hashes": hashes, "answering": len(answering)}
-    if answering.empty:
+    """All instances on one version and one schema_hash (a mixed fleet serves two APIs).
+
+    Each is compared only where instances report it: an older or foreign server may answer
+    /health without `version` or `schema_hash`, which is not a disagreement."""
+    answered = table[table["http_status"].notna()] if "http_status" in table else table
+    versioned = answered[answered["version"].notna()]
+    versions = sorted({str(v) for v in versioned["version"]})
+    hashes = sorted({h for h in answered["schema_hash"] if isinstance(h, str) and h})
+    hashed = int(sum(isinstance(h, str) and bool(h) for h in answered["schema_hash"]))
+    evidence = {"versions": versions, "schema_hashes": hashes, "answering": len(answered),
+                "reporting_version": len(versioned), "reporting_schema_hash": hashed}
+    if answered.empty:
         return ctx.result(Status.UNKNOWN,
-                          "no instance answered, so versions cannot be compared", evidence)
+                          "no instance answered, so versions cannot be compared", evidence,
+                          "run service-down on the instances")
     if len(hashes) > 1:
         return ctx.result(Status.CRITICAL,
                           f"instances serve {len(hashes)} different schemas", evidence,
@@ -73,8 +80,18 @@ def check_consistency(ctx: RunContext, table: pd.DataFrame) -> Finding:
         return ctx.result(Status.WARNING,
                           f"instances run {len(versions)} versions: {', '.join(versions)}",
                           evidence, "finish the rollout (or roll back) to a single version")
+    schema = (f", schema {hashes[0][:12]}… on the {hashed} reporting one"
+              if hashes else "")
+    if versioned.empty:
+        return ctx.result(Status.INFO,
+                          f"all {len(answered)} answering instance(s) do not report a version "
+                          f"in /health, so versions cannot be compared{schema}", evidence,
+                          "compare the builds by hand (image tag, package version) or upgrade "
+                          "to a release whose /health reports its version")
+    missing = len(answered) - len(versioned)
+    partly = f" ({missing} more answer without a version)" if missing else ""
     return ctx.result(Status.OK,
-                      f"{len(answering)} instances on version {versions[0]}"
+                      f"{len(versioned)} instances on version {versions[0]}{partly}"
                       + (f", schema {hashes[0][:12]}…" if hashes else ""), evidence)
 
 

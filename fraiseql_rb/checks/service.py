@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import re
 import statistics
+import uuid
 from typing import Any
 
 import pandas as pd
@@ -30,13 +31,21 @@ def check_health(ctx: RunContext) -> Finding:
         p = service.probe(http, "GET", f"{ctx.target.fraiseql_url}/health")
     if p.skipped:
         return ctx.endpoint_hung(p.skipped)
-    status, summary = service.health_verdict(p)
+    release = service.remember_release(ctx, p)
     body = p.body if isinstance(p.body, dict) else {}
+    if service.not_served(p):
+        return ctx.result(Status.INFO, "/health is not served by this server (HTTP 404): "
+                          "liveness rests on the other probes", {
+                              "url": p.url, "http_status": p.status_code,
+                              "not_served": True},
+                          "point fraiseql_url at the FraiseQL server itself, or configure "
+                          "its health path")
+    status, summary = service.health_verdict(p)
     db = body.get("database") or {}
     evidence = {"url": p.url, "http_status": p.status_code, "elapsed_ms": p.elapsed_ms,
                 "status": body.get("status"), "database_connected": db.get("connected"),
                 "version": body.get("version"), "schema_hash": body.get("schema_hash"),
-                "error": p.error}
+                "release": release.describe(), "error": p.error}
     remediation = {
         Status.CRITICAL: "run the service-down playbook (fraiseql-rb run service-down)"
         if not p.reachable else "run the database-unavailable playbook",
@@ -60,6 +69,11 @@ def check_readiness(ctx: RunContext) -> Finding:
         return ctx.result(Status.CRITICAL,
                           f"no answer from /readiness: {p.error}", evidence,
                           "run the service-down playbook")
+    if service.not_served(p):
+        evidence["not_served"] = True
+        return ctx.result(Status.INFO,
+                          "/readiness is not served by this server (HTTP 404): route the load "
+                          "balancer on /health instead", evidence)
     if p.status_code == 200 and body.get("status") == "ready":
         return ctx.result(Status.OK, "ready to take traffic", evidence)
     return ctx.result(Status.CRITICAL,
@@ -83,10 +97,83 @@ def check_graphql(ctx: RunContext) -> Finding:
         return ctx.result(Status.OK,
                           f"GraphQL answers: __typename = {typename} in {p.elapsed_ms} ms",
                           evidence)
+    if service.not_served(p):
+        evidence["not_served"] = True
+        return ctx.result(Status.INFO, "/graphql is not served by this server (HTTP 404)",
+                          evidence, "check fraiseql_url: FraiseQL serves GraphQL at /graphql")
+    release = service.server_release(ctx)
+    evidence["release"] = release.describe()
+    if p.reachable and (p.status_code or 0) < 500 and release.lacks("root_typename"):
+        return ctx.result(Status.INFO,
+                          f"{release.not_available('root_typename')}: the server answered "
+                          f"HTTP {p.status_code}, so liveness rests on /health", evidence,
+                          "set probe_query in the inventory to a query of your schema for a "
+                          "GraphQL probe (graphql.data_path)")
     summary = (f"GraphQL endpoint unreachable: {p.error}" if not p.reachable
                else f"GraphQL did not answer {service.TYPENAME_QUERY}: HTTP {p.status_code}")
     return ctx.result(Status.CRITICAL, summary, evidence,
                       "check the server log (logs_command) for GraphQL errors")
+
+
+def _has_data(data: Any) -> bool:
+    """Did the answer carry something read: a non-empty object with a non-null field."""
+    return isinstance(data, dict) and any(v is not None for v in data.values())
+
+
+def _error_messages(body: Any) -> list[str]:
+    errors = body.get("errors") if isinstance(body, dict) else None
+    if not isinstance(errors, list):
+        return []
+    return [str(e.get("message") if isinstance(e, dict) else e)[:300] for e in errors]
+
+
+@check("graphql.data_path")
+def check_data_path(ctx: RunContext, probe_query: str | None = None) -> Finding:
+    """A GraphQL query that reads through PostgreSQL (the inventory's `probe_query`, or the
+    `probe_query` parameter): `{ __typename }` never touches the database, so only an answer
+    with data and no errors proves the whole path works."""
+    query = probe_query or ctx.target.get("probe_query")
+    if not query:
+        return ctx.result(Status.INFO,
+                          "no data-path probe configured: `{ __typename }` does not touch the "
+                          "database, so nothing here proved a read through PostgreSQL",
+                          {"probe_query": None},
+                          "set probe_query in the inventory (e.g. probe_query = \"{ users"
+                          "(limit: 1) { id } }\") or run with -p probe_query '...'")
+    # a query-result cache answers a repeated query without the database; a comment unique
+    # to this request changes the cache key, not the query
+    sent = f"{query}\n# fraiseql-rb data-path probe {uuid.uuid4().hex}"
+    with service.client(ctx) as http:
+        p = service.graphql(http, ctx.target.fraiseql_url, sent)
+    if p.skipped:
+        return ctx.endpoint_hung(p.skipped)
+    body = p.body if isinstance(p.body, dict) else {}
+    messages = _error_messages(body)
+    data = body.get("data") if body else None
+    evidence: dict[str, Any] = {"query": query, "http_status": p.status_code,
+                                "elapsed_ms": p.elapsed_ms, "errors": messages,
+                                "data_fields": sorted(data) if isinstance(data, dict) else None}
+    if not p.reachable:
+        return ctx.result(Status.CRITICAL, f"GraphQL endpoint unreachable: {p.error}",
+                          evidence, "run the service-down playbook")
+    if service.not_served(p):
+        return ctx.result(Status.INFO, "/graphql is not served by this server (HTTP 404)",
+                          evidence | {"not_served": True},
+                          "check fraiseql_url: FraiseQL serves GraphQL at /graphql")
+    if messages:
+        return ctx.result(Status.CRITICAL,
+                          f"the data-path probe failed (HTTP {p.status_code}): {messages[0]}",
+                          evidence, "a database error: run the database-unavailable playbook; "
+                          "otherwise the high-error-rate playbook")
+    if p.status_code != 200 or not _has_data(data):
+        what = "no data" if p.status_code == 200 else f"HTTP {p.status_code}"
+        return ctx.result(Status.CRITICAL,
+                          f"the data-path probe got {what}: nothing proves a read through "
+                          "PostgreSQL", evidence | {"response": str(p.body)[:300]},
+                          "run the query by hand; check the server log (logs_command)")
+    return ctx.result(Status.OK,
+                      f"a read through PostgreSQL works: the probe answered "
+                      f"{', '.join(sorted(data))} in {p.elapsed_ms} ms", evidence)
 
 
 @check("graphql.introspection")
@@ -99,6 +186,9 @@ def check_introspection(ctx: RunContext) -> Finding:
     body = p.body if isinstance(p.body, dict) else {}
     types = (((body.get("data") or {}).get("__schema") or {}).get("types")) if body else None
     evidence = {"http_status": p.status_code, "elapsed_ms": p.elapsed_ms}
+    if service.not_served(p):
+        return ctx.result(Status.INFO, "/graphql is not served by this server (HTTP 404)",
+                          evidence | {"not_served": True})
     if types:
         evidence["type_count"] = len(types)
         return ctx.result(Status.OK,
@@ -125,10 +215,11 @@ def check_metrics_endpoint(ctx: RunContext) -> Finding:
         return ctx.result(Status.CRITICAL,
                           f"metrics endpoint unreachable: {p.error}", evidence,
                           "run the service-down playbook")
-    if p.status_code == 404:
-        return ctx.result(Status.WARNING,
-                          "metrics are not mounted (v2 needs metrics_enabled=true and a "
-                          "metrics_token)", evidence,
+    if service.not_served(p):
+        evidence["not_served"] = True
+        return ctx.result(Status.INFO,
+                          "/metrics is not served by this server (HTTP 404; v2 mounts it only "
+                          "with metrics_enabled=true and a metrics_token)", evidence,
                           "set FRAISEQL_METRICS_ENABLED=true and FRAISEQL_METRICS_TOKEN")
     if p.status_code in (401, 403):
         return ctx.result(Status.WARNING,
@@ -144,8 +235,15 @@ def check_metrics_endpoint(ctx: RunContext) -> Finding:
                           f"metrics endpoint answered HTTP {p.status_code}", evidence)
     families = list(text_string_to_metric_families(p.body))
     names = sorted(f.name for f in families)
-    evidence.update({"families": len(families),
-                     "fraiseql_families": sum(n.startswith("fraiseql_") for n in names)})
+    own = sum(n.startswith("fraiseql_") for n in names)
+    evidence.update({"families": len(families), "fraiseql_families": own})
+    if families and not own:
+        return ctx.result(Status.INFO,
+                          f"/metrics answers with {len(families)} families but none named "
+                          "fraiseql_*: another exporter or a proxy answers here, so FraiseQL's "
+                          "own metrics are unavailable", evidence | {"names": names[:20]},
+                          "point fraiseql_url at the FraiseQL server, or accept that the "
+                          "metric-based checks report these metrics as unavailable")
     return ctx.result(Status.OK,
                       f"metrics flowing: {len(families)} families in {p.elapsed_ms} ms",
                       evidence)

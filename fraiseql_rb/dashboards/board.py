@@ -211,6 +211,8 @@ class Panel:
     source: str
     queries: dict[str, str] = field(default_factory=dict)  # label -> PromQL or concept
     missing: list[str] = field(default_factory=list)  # labels with no series at all
+    # label -> the metric concepts it was looked up under (for "unavailable, looked for ...")
+    concepts: dict[str, tuple[str, ...]] = field(default_factory=dict)
     errors: dict[str, str] = field(default_factory=dict)
     notes: dict[str, str] = field(default_factory=dict)
     approximate: dict[str, str] = field(default_factory=dict)  # label -> catalog note
@@ -374,6 +376,7 @@ class Board:
             expr = signal.promql(self)
             if expr is None:
                 panel.missing.append(label)
+                panel.concepts[label] = signal.concepts()
                 continue
             panel.queries[label] = expr
             self._approximate(panel, label, signal)
@@ -415,6 +418,7 @@ class Board:
                 continue
             if reading.value is None:
                 panel.missing.append(label)
+                panel.concepts[label] = signal.concepts()
                 continue
             name = f"{label} ({reading.note})" if reading.note else label
             if reading.note:
@@ -649,9 +653,17 @@ def how_read(panel: Panel) -> str:
 def no_data(run: RunContext, check: str, panel: Panel, what: str) -> Finding:
     """The finding when a panel has nothing to judge."""
     why = "; ".join(f"{k}: {v}" for k, v in panel.errors.items()) or (
-        f"no series for {', '.join(panel.missing)}" if panel.missing else "no samples")
+        _unavailable(panel) if panel.missing else "no samples")
     return run.record(check, Status.UNKNOWN, f"no data for {what}: {why}", panel.evidence(),
                       "check that the server exports its metrics and Prometheus scrapes them")
+
+
+def _unavailable(panel: Panel) -> str:
+    """Series absent from a source that did answer: named with the metrics looked for."""
+    concepts = [c for label in panel.missing for c in panel.concepts.get(label, ())
+                if c in metrics.CONCEPTS]
+    text = f"no series for {', '.join(panel.missing)}"
+    return f"{text}: {metrics.unavailable(*dict.fromkeys(concepts))}" if concepts else text
 
 
 def records(frame: pd.DataFrame) -> list[dict[str, Any]]:

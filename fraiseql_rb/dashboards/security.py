@@ -96,8 +96,9 @@ def check_metrics(board: Board) -> Finding:
         rates[label] = {"mean_per_s": round(float(values.mean()), 4), "peak_per_s": peak,
                         "peak_at": fmt_time(at) if board.source == PROMETHEUS else None}
     first, stats = next(iter(rates.items()))
+    peak = stats["peak_per_s"]  # None when every sample of the series was NaN
     summary = (f"{first}: {stats['mean_per_s']:.3g}/s on average, at most "
-               f"{stats['peak_per_s']:.3g}/s")
+               + ("?" if peak is None else f"{peak:.3g}") + "/s")
     if panel.approximate:
         summary += "; v2 counts every 4xx there, so the audit log below is the exact record"
     return run.record("dashboard.security_metrics", Status.INFO, summary,

@@ -51,7 +51,7 @@ from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.diagnosis import Candidate, Vocabulary, sampled_status
 from fraiseql_rb.core.errors import RunbookError
 from fraiseql_rb.core.findings import Finding, Status
-from fraiseql_rb.targets import postgres, service
+from fraiseql_rb.targets import metrics, postgres, service
 from fraiseql_rb.targets.sampling import (
     NO_SOURCE,
     PROMETHEUS,
@@ -171,6 +171,16 @@ def error_rate(ctx: RunContext, w: Window, warning: float = ERROR_RATIO.warning,
         {"measure": "HTTP 4xx answers", "count": _round(h4), "of": _round(http),
          "ratio": _pct(r4)},
     ])
+    absent = [c for c, v in (("queries_total", queries), ("queries_error", errors),
+                             ("http_requests", http)) if v is None]
+    evidence["unavailable"] = absent
+    note = f"; {metrics.unavailable(*absent)}" if absent else ""
+    if queries is None and http is None:
+        return ctx.result(Status.UNKNOWN,
+                          f"no request counter to measure an error rate over {w.describe()}: "
+                          f"{metrics.unavailable(*absent)}", evidence,
+                          "point the target at FraiseQL's own /metrics (or its Prometheus), "
+                          "or read the error rate from the proxy in front of it", table=table)
     if not queries and not http:
         return ctx.result(Status.INFO,
                           f"no requests in {w.describe()}: there is no error rate to measure",
@@ -180,9 +190,9 @@ def error_rate(ctx: RunContext, w: Window, warning: float = ERROR_RATIO.warning,
     status = Status.OK
     if counted >= MIN_ERRORS:
         status = max((_level(x, limit) for x in (ratio, r5, r4)), key=_rank)
-    summary = (f"{_pct(ratio)} of {_round(queries):g} GraphQL queries failed, "
-               f"{_pct(r5)} 5xx and {_pct(r4)} 4xx of {_round(http or 0):g} HTTP answers, "
-               f"over {w.describe()}")
+    summary = (f"{_pct(ratio)} of {_g(_round(queries))} GraphQL queries failed, "
+               f"{_pct(r5)} 5xx and {_pct(r4)} 4xx of {_g(_round(http))} HTTP answers, "
+               f"over {w.describe()}{note}")
     remediation = None if status is Status.OK else "break the errors down (next steps)"
     return ctx.result(status, summary, evidence, remediation, table=table)
 
@@ -234,8 +244,8 @@ def errors_by_type(ctx: RunContext, w: Window) -> Finding:
     top = max(rows, key=lambda r: r["count"] or 0)
     side = "client" if (share or 0) >= 0.5 else "server"
     return ctx.result(Status.INFO,
-                      f"mostly {side}-side: {top['type']} leads with {top['count']:g} "
-                      f"({_round(client):g} client-side, {_round(server):g} server-side)",
+                      f"mostly {side}-side: {top['type']} leads with {_g(top['count'])} "
+                      f"({_g(_round(client))} client-side, {_g(_round(server))} server-side)",
                       evidence, table=table)
 
 
@@ -589,7 +599,7 @@ def candidates(ctx: RunContext) -> list[Candidate]:
         why = (f"only {counted:g} errors (fewer than {MIN_ERRORS})" if counted < MIN_ERRORS
                else f"below the {warning:.0%} line")
         return [Candidate("none", 0.9, f"{_pct(ev.get('error_ratio'))} of "
-                          f"{ev.get('queries') or 0:g} queries failed over "
+                          f"{_g(ev.get('queries'))} queries failed over "
                           f"{ev.get('seconds')} s: {why}", keep)]
     by_type = ctx.latest("errors.by_type")
     tev = by_type.evidence if by_type is not None and by_type.status is not Status.UNKNOWN \

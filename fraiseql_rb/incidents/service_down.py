@@ -142,10 +142,25 @@ def still_down(ctx: RunContext) -> bool:
 
 # -- step 6: if still down ----------------------------------------------------------------
 
+def database_vouched_for(ctx: RunContext) -> bool:
+    """Did the service's own answers show its database working? /health healthy with
+    `database.connected` true and /readiness not failing. A server that says nothing about
+    its database (an older or foreign one) vouches for nothing."""
+    health, ready = ctx.latest("service.health"), ctx.latest("service.readiness")
+    if health is None or health.status is not Status.OK:
+        return False
+    if health.evidence.get("database_connected") is not True:
+        return False
+    return ready is None or ready.status is not Status.CRITICAL
+
+
 def check_database(ctx: RunContext) -> Finding:
-    """§4.2 step 6a: can the application role reach PostgreSQL at all?"""
-    if not still_down(ctx):
-        return database.check_reachable.skip(ctx, "the service is up")
+    """§4.2 step 6a: can the application role reach PostgreSQL at all? Skipped only when the
+    service is up and its own answers vouch for its database; otherwise the database is
+    judged on its own evidence."""
+    if not still_down(ctx) and database_vouched_for(ctx):
+        return database.check_reachable.skip(ctx, "the service is up and reports its "
+                                                  "database connected")
     return database.check_reachable(ctx)
 
 
@@ -273,9 +288,13 @@ def candidates(ctx: RunContext) -> list[Candidate]:
     db = ctx.latest("database.reachable")
     hev = health.evidence if health is not None else {}
     state = process.evidence.get("state") if process is not None else None
+    # a /readiness this server does not serve (404) is info, not a failing dependency
     not_ready = (ready is not None and ready.status is Status.CRITICAL
                  and ready.evidence.get("http_status") is not None)
-    ready_why = ready.evidence.get("reason") if ready is not None else None
+    ready_why = None
+    if not_ready:
+        ready_why = (ready.evidence.get("reason")
+                     or f"HTTP {ready.evidence.get('http_status')}")
 
     if restarted is not None and restarted.evidence.get("executed") \
             and restarted.evidence.get("healthy"):
@@ -287,6 +306,11 @@ def candidates(ctx: RunContext) -> list[Candidate]:
     if health is None or health.status is Status.UNKNOWN:
         return []
     if health.status is Status.OK:
+        if db is not None and db.status is Status.CRITICAL:
+            return [Candidate("database_unreachable", 0.7,
+                              "/health answers healthy but the application role cannot "
+                              "connect to PostgreSQL from here",
+                              {"database": db.evidence.get("error")})]
         if not_ready:
             return [Candidate("dependency_unhealthy", 0.8,
                               f"/health is healthy but /readiness fails: {ready_why}",

@@ -21,7 +21,7 @@ from fraiseql_rb.checks import alert_rules
 from fraiseql_rb.core import paths, progress, thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.findings import Finding, Status
-from fraiseql_rb.targets import metrics, postgres, prometheus
+from fraiseql_rb.targets import metrics, postgres, prometheus, service
 
 RULES_FILE = paths.PACKAGE_DIR / "data" / "prometheus" / "fraiseql-alerts.yml"
 SEVERITY_STATUS = {"critical": Status.CRITICAL, "high": Status.CRITICAL,
@@ -85,8 +85,23 @@ def _rate(a: Scrape, b: Scrape, concept: str) -> float | None:
 
 
 def _down(ctx: RunContext, a: Scrape, b: Scrape) -> Verdict:
-    return (b is None), (0.0 if b is None else 1.0), "the metrics scrape failed" if b is None \
-        else "scraped"
+    """`up == 0` as Prometheus would see it, but a server that answers /health while its
+    /metrics is missing (404, another release or a proxy) is up: not evaluable, not down."""
+    if b is not None:
+        return False, 1.0, "scraped"
+    with service.client(ctx) as http:
+        page = service.scrape(ctx, http)
+        if page.reachable and page.status_code == 200:
+            return False, 1.0, "scraped (the earlier scrape could not be parsed)"
+        health = service.probe(http, "GET", f"{ctx.target.fraiseql_url}/health")
+    if health.reachable:
+        why = (f"/metrics is not served by this server (HTTP {page.status_code})"
+               if service.not_served(page) else
+               f"/metrics answered HTTP {page.status_code}" if page.reachable
+               else f"/metrics: {page.error}")
+        return None, None, (f"{why}, but /health answers (HTTP {health.status_code}): the "
+                            "server is up; Prometheus' up cannot be judged here")
+    return True, 0.0, f"the server does not answer: {health.error or page.error}"
 
 
 def _db_error_rate(ctx: RunContext, a: Scrape, b: Scrape) -> Verdict:

@@ -572,6 +572,26 @@ def resolve(page: Scrape | AbstractSet[str], which: Concept | str) -> Resolution
     return None
 
 
+def looked_for(which: Concept | str) -> list[str]:
+    """Every series name a concept is looked up under (v2, exporter, runbook), in order."""
+    c = concept(which)
+    return list(dict.fromkeys(str(ref) for vocab in VOCABULARIES for ref in c.refs(vocab)))
+
+
+def unavailable(*which: Concept | str) -> str:
+    """What a check says about concepts absent from a scrape that did answer: unavailable,
+    with the names looked for (never "no /metrics page": the page was there)."""
+    parts = [f"{concept(c).name} ({', '.join(looked_for(c)) or 'no known name'})"
+             for c in which]
+    return "not exported here (another release, a proxy or an exporter with other names); " \
+           "looked for " + "; ".join(parts)
+
+
+def missing(page: Scrape | AbstractSet[str], *which: Concept | str) -> list[str]:
+    """The concepts among `which` that the page (or Prometheus' names) does not have."""
+    return [concept(c).name for c in which if resolve(page, c) is None]
+
+
 def _count_series(res: Resolution) -> str:
     """Histograms and summaries are counted through `_count`; others are their own series."""
     return f"{res.name}_count" if res.kind in ("histogram", "summary") else res.name

@@ -11,12 +11,13 @@ from __future__ import annotations
 import ssl
 import time
 from dataclasses import dataclass, field
+from http import HTTPStatus
 from typing import Any
 
 import httpx
 import pandas as pd
 
-from fraiseql_rb.core import reachability, thresholds
+from fraiseql_rb.core import reachability, releases, thresholds
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.findings import Status
 
@@ -123,6 +124,12 @@ def explain_health(body: Any) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["field", "value", "meaning"])
 
 
+# status words of health endpoints that are not v2's (Spring, the IETF health-check draft,
+# most proxies): a server that is not FraiseQL v2 still says whether it is up
+FOREIGN_HEALTHY = frozenset({"ok", "up", "pass", "ready", "available"})
+FOREIGN_FAILING = frozenset({"fail", "down", "error", "unavailable", "unhealthy"})
+
+
 def health_verdict(p: Probe) -> tuple[Status, str]:
     """Map one /health answer to a status, by the v2 contract."""
     if not p.reachable:
@@ -133,11 +140,70 @@ def health_verdict(p: Probe) -> tuple[Status, str]:
     if p.status_code == 503 or state == "unhealthy":
         why = "database not connected" if db.get("connected") is False else "unhealthy"
         return Status.CRITICAL, f"service answers but is unhealthy ({why}, HTTP {p.status_code})"
-    if p.status_code != 200 or state not in ("healthy", "degraded"):
+    if p.status_code == 200 and state not in ("healthy", "degraded"):
+        # not v2's body: another release, a proxy or a generic health endpoint answering
+        word = str(state).lower() if state is not None else None
+        if word in FOREIGN_HEALTHY:
+            return Status.OK, (f"answers 200 {state!r}, not FraiseQL v2's health body: the "
+                               "database state is not reported here")
+        if word in FOREIGN_FAILING:
+            return Status.CRITICAL, f"/health answers 200 but says {state!r}"
+        return Status.WARNING, (f"/health answers 200 with a body this check does not know "
+                                f"(status {state!r}): is fraiseql_url the FraiseQL server?")
+    if p.status_code != 200:
         return Status.CRITICAL, f"unexpected /health answer: HTTP {p.status_code}, status {state!r}"
     if state == "degraded":
         return Status.WARNING, "service answers but reports degraded"
     return Status.OK, f"healthy, version {body.get('version')}, answered in {p.elapsed_ms} ms"
+
+
+def not_served(p: Probe) -> bool:
+    """The endpoint answered 404: this server (its release, a proxy) does not serve it,
+    which is not a failure."""
+    return p.status_code == HTTPStatus.NOT_FOUND
+
+
+@dataclass(frozen=True)
+class ServerRelease:
+    """The server's version as its /health reports it; `version` None when not known."""
+
+    version: releases.Version | None
+    reported: Any = None  # the raw `version` field, for evidence
+
+    def describe(self) -> str:
+        return releases.describe(self.version, self.reported)
+
+    def lacks(self, feature: str) -> bool:
+        """Known to lack `feature` (an unknown version lacks nothing: checks try)."""
+        return releases.lacks(feature, self.version)
+
+    def not_available(self, feature: str) -> str:
+        return releases.not_available(feature, self.version)
+
+
+_RELEASE_ATTR = "_fraiseql_server_release"  # kept on the run's context: read once per run
+
+
+def remember_release(ctx: RunContext, p: Probe) -> ServerRelease:
+    """Keep the version a /health answer reports for the rest of the run."""
+    body = p.body if isinstance(p.body, dict) else {}
+    reported = body.get("version")
+    found = ServerRelease(releases.parse_version(reported), reported)
+    if p.reachable:  # no answer is no evidence: a later probe may still read it
+        setattr(ctx, _RELEASE_ATTR, found)
+    return found
+
+
+def server_release(ctx: RunContext) -> ServerRelease:
+    """The server's release, from /health, read once per run (it may report none)."""
+    known = getattr(ctx, _RELEASE_ATTR, None)
+    if isinstance(known, ServerRelease):
+        return known
+    with client(ctx) as http:
+        p = probe(http, "GET", f"{ctx.target.fraiseql_url}/health")
+    if p.skipped:
+        return ServerRelease(None)
+    return remember_release(ctx, p)
 
 
 def wait_for_health(ctx: RunContext, wait_s: float, poll_s: float = 1.0
