@@ -5,7 +5,8 @@ Each playbook runs through `fraiseql-rb run` against a healthy sandbox with its 
 windows set to known durations; those seconds (the time it deliberately waits) are
 subtracted, and what is left is compared with papermill on a trivial notebook.
 
-Usage: python3 bench/playbooks.py [--repeat N]. Reported, never asserted by tests.
+Usage: python3 bench/playbooks.py [--repeat N] [--only NAME]... Reported, never asserted by
+tests. `--only connection-pool-exhaustion` measures that one (issue 11's target: <= 2.5x).
 """
 
 from __future__ import annotations
@@ -37,13 +38,16 @@ PLAYBOOKS: dict[str, tuple[list[str], float]] = {
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--only", action="append", choices=sorted(PLAYBOOKS),
+                        help="measure only this playbook (repeatable)")
     args = parser.parse_args()
+    chosen = {name: PLAYBOOKS[name] for name in (args.only or PLAYBOOKS)}
     work = Path(tempfile.mkdtemp(prefix="fraiseql-rb-bench-", dir="/tmp"))
     work.chmod(0o755)  # the PostgreSQL server account must traverse it
     sandbox = work / "sandbox"
     cli = [sys.executable, "-m", "fraiseql_rb"]
     floor: list[float] = []
-    spent: dict[str, list[float]] = {name: [] for name in PLAYBOOKS}
+    spent: dict[str, list[float]] = {name: [] for name in chosen}
     try:
         subprocess.run(cli + ["sandbox", "--dir", str(sandbox), "up"], check=True,
                        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, timeout=300)
@@ -52,7 +56,7 @@ def main() -> int:
         for _ in range(args.repeat):  # interleaved, so drift hits floor and playbooks alike
             floor.append(timed([sys.executable, "-m", "papermill", "--no-progress-bar",
                                 str(work / "trivial.ipynb"), str(work / "out.ipynb")]))
-            for name, (params, waits) in PLAYBOOKS.items():
+            for name, (params, waits) in chosen.items():
                 wall = timed(cli + ["run", name, "--target", "sandbox", "--inventory",
                                     str(inventory), "--output-dir", str(work / "reports"),
                                     *params], allowed=(0, 1, 2, 3))

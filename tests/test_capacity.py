@@ -97,3 +97,45 @@ def test_trend_points_span_the_range():
     trend = capacity.trend_points(fit, START, START + timedelta(days=5), points=6)
     assert len(trend) == 6
     assert list(trend.round(6)) == [10.0, 12.0, 14.0, 16.0, 18.0, 20.0]
+
+
+# -- capacity-planning-dashboard counts PostgreSQL's slots, and "now" is now (issue 11 §2) ----
+
+def test_capacity_counts_postgres_slots_beside_the_pool(sandbox):
+    """Another application holds most of max_connections: the pool's history looks fine, but
+    the connections finding counts the slots used now against max_connections and warns; its
+    current value is read live, not the last step's peak."""
+    from contextlib import ExitStack
+
+    import psycopg
+    from drill_helpers import findings_of
+
+    from fraiseql_rb.sandbox import cluster as pgcluster
+    from fraiseql_rb.sandbox import manager
+
+    cluster = manager.Sandbox.open(sandbox.root).cluster
+    role = "rb_capacity_batch"
+    with cluster.connect() as conn:
+        conn.execute(f"DROP ROLE IF EXISTS {role}")
+        conn.execute(f"CREATE ROLE {role} LOGIN")
+        available = (int(conn.execute("SHOW max_connections").fetchone()[0])
+                     - int(conn.execute("SHOW superuser_reserved_connections").fetchone()[0]))
+    info = {**cluster.superuser_conninfo(pgcluster.APP_DB), "user": role}
+    held = math.ceil(thresholds.POOL_OF_MAX_CONNECTIONS.warning * available) + 2
+    try:
+        with ExitStack() as stack:
+            for _ in range(held):
+                stack.enter_context(psycopg.connect(**info, application_name="batch"))
+            result = sandbox.run("capacity-planning-dashboard", "-p", "lookback", "24h")
+    finally:
+        with cluster.connect() as conn:
+            conn.execute(f"DROP ROLE IF EXISTS {role}")
+    data = findings_of(result)
+    [conns] = [f for f in data["findings"] if f["check"] == "capacity.connections"]
+    evidence = conns["evidence"]
+    assert evidence["max_connections"] == available + evidence["reserved_connections"]
+    assert evidence["slots_used"] >= held
+    assert conns["status"] in ("warning", "critical"), conns
+    assert "PostgreSQL slots" in conns["summary"]
+    assert evidence["current_source"] == "/metrics now"  # not the last hour's peak
+    assert "now" in conns["summary"]

@@ -8,21 +8,20 @@ from __future__ import annotations
 import contextlib
 import re
 import socket
-import tempfile
 import time
-from pathlib import Path
 
 import psycopg
 import pytest
+from pg_replica import make_replica, wait_replayed
 
+from fraiseql_rb.checks import database
 from fraiseql_rb.core import inventory
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.diagnosis import conclude
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.incidents import database_unavailable as dbu
-from fraiseql_rb.sandbox.cluster import APP_USER, CONF_FILE, SUPERUSER, Cluster, free_port
+from fraiseql_rb.sandbox.cluster import APP_USER, SUPERUSER, Cluster, free_port
 from fraiseql_rb.targets import postgres
-from fraiseql_rb.targets.pgbin import pg_bin
 
 REPLICA_BUDGET_S = 15.0  # the replica test skips itself when building one takes longer
 
@@ -242,51 +241,12 @@ def test_tcp_probe_tells_refused_from_connected(silent_server):
 
 
 def test_lsn_arithmetic():
-    assert dbu.lsn_bytes("0/10") == 16
-    assert dbu.lsn_bytes("1/0") == 1 << 32
-    assert dbu.lsn_bytes(None) is None
+    assert database.lsn_bytes("0/10") == 16
+    assert database.lsn_bytes("1/0") == 1 << 32
+    assert database.lsn_bytes(None) is None
 
 
 # -- a real streaming replica ----------------------------------------------------------------
-
-def _make_replica(primary: Cluster) -> Cluster:
-    """pg_basebackup -R from `primary` into a new directory, started as a hot standby."""
-    base = Path(tempfile.mkdtemp(prefix="frb-rep-", dir="/tmp"))
-    base.chmod(0o755)
-    replica = Cluster(base, port=free_port())
-    for path in (replica.run_dir, replica.log_dir):
-        path.mkdir(mode=0o700)
-    replica._give_to_server(base)
-    replica._run("pg_basebackup", [
-        str(pg_bin("pg_basebackup")), "-D", str(replica.pgdata), "-h", str(primary.run_dir),
-        "-p", str(primary.port), "-U", SUPERUSER, "-R", "-X", "stream", "-c", "fast",
-        "--no-sync"], timeout=60)
-    conf = replica.pgdata / CONF_FILE
-    text = conf.read_text()
-    for key, value in (("port", str(replica.port)),
-                       ("unix_socket_directories", f"'{replica.run_dir}'"),
-                       ("archive_mode", "off")):
-        text = re.sub(rf"^{key}\s*=.*$", f"{key} = {value}", text, flags=re.MULTILINE)
-    conf.write_text(text)
-    replica._give_to_server(conf)
-    replica.start()
-    return replica
-
-
-def _wait_replayed(primary: Cluster, replica: Cluster, timeout: float = 10) -> None:
-    with primary.connect() as conn:
-        target = conn.execute("SELECT pg_current_wal_lsn()::text").fetchone()[0]
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        with replica.connect() as conn:
-            done = conn.execute(
-                "SELECT pg_last_wal_replay_lsn() >= %s::pg_lsn "
-                "AND pg_last_xact_replay_timestamp() IS NOT NULL", (target,)).fetchone()[0]
-        if done:
-            return
-        time.sleep(0.1)
-    raise AssertionError("the replica did not replay the primary's WAL in time")
-
 
 @pytest.fixture
 def primary_and_replica(make_cluster):
@@ -294,11 +254,11 @@ def primary_and_replica(make_cluster):
     primary = make_cluster(provision=True, audit_events=10)
     replica = None
     try:
-        replica = _make_replica(primary)
+        replica = make_replica(primary)
         with primary.connect("fraiseql") as conn:  # a transaction for the replica to replay
             conn.execute("CREATE TABLE failover_probe (at timestamptz DEFAULT now())")
             conn.execute("INSERT INTO failover_probe DEFAULT VALUES")
-        _wait_replayed(primary, replica)
+        wait_replayed(primary, replica)
         elapsed = time.monotonic() - began
         if elapsed > REPLICA_BUDGET_S:
             pytest.skip(f"building a streaming replica took {elapsed:.0f} s "

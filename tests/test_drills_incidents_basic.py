@@ -20,6 +20,7 @@ from fraiseql_rb.core.diagnosis import conclude
 from fraiseql_rb.core.findings import FindingsLog, Status
 from fraiseql_rb.incidents import service_down
 from fraiseql_rb.sandbox import manager, server
+from fraiseql_rb.sandbox import replica as pgreplica
 from fraiseql_rb.sandbox.cluster import free_port
 from fraiseql_rb.targets import commands
 
@@ -76,7 +77,15 @@ def test_db_down_is_server_down(healthy_sandbox):
     checks = by_check(data)
     assert checks["database.connection"]["evidence"]["tcp"] == "refused"
     assert checks["manual.page_database_team"]["status"] == "info"
-    assert data["actions"] == []  # no replica in the sandbox: nothing to recommend
+    # the sandbox's replica is a caught-up standby: failover is recommended, never run here
+    actions = {a["action"]: a for a in data["actions"]}
+    assert set(actions) == {"promote_replica", "switch_connection_string"}, [
+        (f["check"], f["status"], f["summary"]) for f in data["findings"]]
+    assert not any(a["executed"] for a in data["actions"])
+    replica = pgreplica.node(manager.Sandbox.open(healthy_sandbox.root))
+    assert f":{replica.port}/" in actions["promote_replica"]["command"]
+    assert "pg_promote()" in actions["promote_replica"]["command"]
+    assert "fraiseql_user" not in actions["promote_replica"]["command"]  # needs a superuser
 
 
 # -- service-down ---------------------------------------------------------------------------

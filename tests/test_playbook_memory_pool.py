@@ -13,7 +13,7 @@ import psycopg
 import pytest
 from drill_helpers import by_check, diagnosis_of, findings_of
 
-from fraiseql_rb.core import inventory
+from fraiseql_rb.core import diagnosis, inventory
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.findings import FindingsLog, Status
 from fraiseql_rb.incidents import connection_pool_exhaustion as pool
@@ -224,6 +224,27 @@ def test_pool_without_a_privileged_connection_cannot_terminate(healthy_sandbox):
 
 
 @drill
+def test_pool_exhaustion_with_defaults_is_a_leak_at_any_age(healthy_sandbox):
+    """Run right after the leak, with the default idle threshold (60 s): the pool's 10 of 10
+    connections idle in transaction are a leak already, never `pool_too_small`."""
+    need_fault("pool-exhaustion")
+    healthy_sandbox.fault("pool-exhaustion")
+    try:
+        result = healthy_sandbox.run("connection-pool-exhaustion", "--incident-id",
+                                     "DRILL-pool-defaults")
+    finally:
+        healthy_sandbox.heal("pool-exhaustion")
+    assert result.returncode == 2, result.stdout + result.stderr
+    data = findings_of(result)
+    diagnosis = diagnosis_of(data)
+    assert diagnosis["evidence"]["root_cause"] == "connection_leak", diagnosis
+    assert diagnosis["status"] == "critical"
+    assert "pool_max_size" not in diagnosis["remediation"]
+    evidence = by_check(data)["pool.idle_in_transaction"]["evidence"]
+    assert evidence["server_idle_second"] == 10 and evidence["idle_threshold_s"] == 60
+
+
+@drill
 def test_pool_on_a_healthy_sandbox_is_none(healthy_sandbox):
     result = healthy_sandbox.run("connection-pool-exhaustion", "--incident-id", "DRILL-pool-ok",
                                      "-p", "observe_s", "2")
@@ -305,6 +326,49 @@ def test_pool_long_statements_beat_a_small_pool():
                pool__gauges=(Status.CRITICAL, _gauges(20, 20, 4)))
     assert _top(ctx, pool) == "long_running_queries"
     assert pool.verdict_status(ctx) is Status.CRITICAL
+
+
+def test_pool_full_of_young_idle_transactions_is_a_leak():
+    """10 of 10 pool connections idle in transaction, all younger than the threshold."""
+    iit = _iit(10, 10, 0, 0) | {"server_idle_second": 10}
+    ctx = _ctx(pool__idle_in_transaction=(Status.OK, iit),
+               pool__long_running=(Status.OK, {"count": 0, "long_query_s": 30}),
+               pool__gauges=(Status.CRITICAL, _gauges(10, 10, 3)))
+    assert _top(ctx, pool) == "connection_leak"
+    assert pool.verdict_status(ctx) is Status.CRITICAL
+
+
+def test_pool_slots_held_by_other_clients():
+    conns = {"connections": 96, "available": 97, "outside_pool": 92, "server_connections": 3,
+             "server_role": "app", "holders": [{"user": "batch", "application": "job",
+                                                "state": "idle", "connections": 92}]}
+    ctx = _ctx(pool__connections=(Status.CRITICAL, conns),
+               pool__idle_in_transaction=(Status.OK, _iit(0, 0, 0, 0)),
+               pool__long_running=(Status.OK, {"count": 0, "long_query_s": 30}),
+               pool__gauges=(Status.OK, _gauges(3, 10, 0)))
+    assert _top(ctx, pool) == "connections_outside_pool"
+    assert pool.verdict_status(ctx) is Status.CRITICAL
+
+
+def test_a_partial_view_that_finds_nothing_is_unknown():
+    hidden = {"not_visible": 18}
+    ctx = _ctx(pool__idle_in_transaction=(Status.UNKNOWN, _iit(0, 0, 0, 0) | hidden),
+               pool__long_running=(Status.UNKNOWN, {"count": 0, "long_query_s": 30} | hidden),
+               pool__gauges=(Status.OK, _gauges(3, 10, 0)))
+    assert pool.verdict_status(ctx) is Status.UNKNOWN
+
+
+@pytest.mark.parametrize("vocabulary", [pool.VOCABULARY, diagnosis.Vocabulary(
+    "x", {"none": "nothing", "cause": "fix it"}, fallback="none")])
+def test_a_critical_finding_never_ends_in_none(vocabulary):
+    """The general rule (core/diagnosis.py): a healthy verdict over a critical finding would
+    contradict it; with an `unexplained` code that code, critical, else critical anyway."""
+    ctx = _ctx(pool__connections=(Status.CRITICAL, {}))
+    found = diagnosis.conclude(ctx, vocabulary, [])
+    assert found.status is Status.CRITICAL
+    assert "nothing wrong" not in found.summary and "pool.connections" in found.summary
+    if vocabulary.unexplained:
+        assert found.evidence["root_cause"] == vocabulary.unexplained != "none"
 
 
 def test_pool_without_pg_stat_activity_is_unknown():

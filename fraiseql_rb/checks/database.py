@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from typing import Any
 
 import pandas as pd
@@ -274,18 +275,173 @@ def check_wal_archiving(ctx: RunContext) -> Finding:
                       f"{row['failed_count']} failures", evidence)
 
 
+# -- replication delay, measured as check_postgres hot_standby_delay does --------------------
+
+# On the standby. pg_is_wal_replay_paused() fails outside recovery, so the CASE guards it.
+STANDBY_SQL = """
+SELECT pg_is_in_recovery() AS in_recovery,
+       CASE WHEN pg_is_in_recovery() THEN pg_is_wal_replay_paused() END AS replay_paused,
+       pg_last_xact_replay_timestamp() AS last_replay_at,
+       EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float AS replay_lag_s,
+       pg_last_wal_receive_lsn()::text AS receive_lsn,
+       pg_last_wal_replay_lsn()::text AS replay_lsn,
+       -- after the WAL receiver restarts (its primary gone) the receive position falls back
+       -- to a segment boundary, behind what was replayed: nothing is waiting then
+       GREATEST(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint
+           AS replay_gap_bytes,
+       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status
+"""
+
+
+def standby_state(conn: Any) -> dict[str, Any]:
+    """What a standby says of its own replay: paused, positions, last replayed commit."""
+    return postgres.one(conn, STANDBY_SQL)
+
+
+# On the primary. pg_last_committed_xact() needs track_commit_timestamp; replay_lag is NULL
+# for a role without pg_read_all_stats (and for a caught-up idle standby).
+PRIMARY_WAL_SQL = """
+SELECT pg_current_wal_lsn()::text AS current_wal_lsn,
+       CASE WHEN current_setting('track_commit_timestamp')::bool
+            THEN (pg_last_committed_xact()).timestamp END AS last_commit_at,
+       (SELECT max(EXTRACT(EPOCH FROM replay_lag))::float FROM pg_stat_replication)
+           AS primary_replay_lag_s
+"""
+
+
+def primary_state(conn: Any) -> dict[str, Any]:
+    """The primary's WAL position now and, where it keeps them, its newest commit's time."""
+    return postgres.one(conn, PRIMARY_WAL_SQL)
+
+
+def lsn_bytes(lsn: str | None) -> int | None:
+    """A pg_lsn's text form ("16/B374D848") as a byte position."""
+    if not lsn or "/" not in lsn:
+        return None
+    high, low = lsn.split("/", 1)
+    return (int(high, 16) << 32) + int(low, 16)
+
+
+@dataclass(frozen=True)
+class Delay:
+    """How far a standby is behind: WAL bytes not replayed and seconds of commits."""
+
+    paused: bool
+    behind_bytes: int | None  # the primary's WAL position minus the replayed one
+    seconds: float | None  # None: cannot be measured (nothing replayed since start)
+    basis: str  # how `seconds` was measured, for the summary
+
+    def describe(self) -> str:
+        """"replay paused, 12.3 s behind (416 bytes of WAL)" and the like."""
+        parts = ["replay paused"] if self.paused else []
+        parts.append("delay unknown" if self.seconds is None
+                     else f"{self.seconds:.1f} s behind")
+        text = ", ".join(parts)
+        if self.behind_bytes is not None:
+            text += f" ({self.behind_bytes} bytes of WAL not replayed)"
+        return text
+
+
+def replication_delay(standby: dict[str, Any], primary: dict[str, Any] | None,
+                      caught_up_bytes: int = thresholds.REPLICA_CAUGHT_UP_BYTES) -> Delay:
+    """check_postgres hot_standby_delay's measure: bytes against the primary's WAL position,
+    seconds since the standby's last replayed commit, but only while something the primary
+    wrote is not replayed (an idle primary with nothing new is no lag). A small gap on a
+    replaying standby is WAL in flight, timed by the primary's own replay_lag."""
+    paused = bool(standby.get("replay_paused"))
+    age = standby.get("replay_lag_s")
+    if primary is None or lsn_bytes(primary.get("current_wal_lsn")) is None:
+        return Delay(paused, None, age, "since the last replayed commit (the primary's WAL "
+                     "position is unknown: an idle primary makes this grow)")
+    replayed = lsn_bytes(standby.get("replay_lsn"))
+    if replayed is None:
+        return Delay(paused, None, None, "no WAL replayed yet")
+    behind = max(0, int(lsn_bytes(primary["current_wal_lsn"]) or 0) - replayed)
+    if behind == 0:
+        return Delay(paused, 0, 0.0, "everything the primary wrote is replayed")
+    last_commit, last_replay = primary.get("last_commit_at"), standby.get("last_replay_at")
+    if last_commit is not None and last_replay is not None and last_commit <= last_replay:
+        return Delay(paused, behind, 0.0, "no commit on the primary after the last replayed "
+                     "one")
+    if paused or behind >= caught_up_bytes:
+        return Delay(paused, behind, age, "since the last replayed commit, with the "
+                     "primary's WAL not replayed")
+    in_flight = primary.get("primary_replay_lag_s")
+    return Delay(paused, behind, float(in_flight or 0.0), "WAL in flight (the primary's "
+                 "replay_lag)")
+
+
+def grade_delay(delay: Delay, warning_s: float, critical_s: float) -> Status:
+    """critical beyond `critical_s`, warning beyond `warning_s`, a paused replay or an
+    unmeasurable delay; else ok."""
+    if delay.seconds is not None and delay.seconds > critical_s:
+        return Status.CRITICAL
+    if delay.seconds is None or delay.seconds > warning_s or delay.paused:
+        return Status.WARNING
+    return Status.OK
+
+
+# On the primary: each standby as the primary sees it (NULL columns without pg_read_all_stats).
+SENDERS_SQL = """
+SELECT application_name, client_addr::text AS client_addr, state, sync_state,
+       sent_lsn::text AS sent_lsn, replay_lsn::text AS replay_lsn,
+       pg_wal_lsn_diff(pg_current_wal_lsn(), replay_lsn)::bigint AS behind_bytes,
+       EXTRACT(EPOCH FROM replay_lag)::float AS replay_lag_s
+FROM pg_stat_replication
+ORDER BY application_name
+"""
+
+
+def _replica_delay(ctx: RunContext, primary: dict[str, Any]) -> tuple[str, Delay] | None:
+    """The configured replica's delay (where, Delay), None when no replica_database_url."""
+    if not ctx.target.get("replica_database_url"):
+        return None
+    url = ctx.target.database_url("replica_database")
+    host, port = postgres.endpoint(url)
+    with postgres.connect(url) as conn:
+        standby = standby_state(conn)
+    return (f"{host}:{port}" if host else "its unix socket"), replication_delay(standby, primary)
+
+
 @check("database.replication")
-def check_replication(ctx: RunContext) -> Finding:
-    """§1.1 "Streaming replication for HA": required when the target says it is HA."""
+def check_replication(ctx: RunContext,
+                      warning_s: float = thresholds.REPLICA_DELAY_S.warning,
+                      critical_s: float = thresholds.REPLICA_DELAY_S.critical) -> Finding:
+    """§1.1 "Streaming replication for HA": required when the target says it is HA; a
+    streaming replica must also replay (paused or minutes behind is no HA)."""
     ha = bool(ctx.target.get("ha")) or bool(ctx.target.get("replica_database_url"))
     with postgres.connect(ctx.target.admin_database_url() or ctx.target.database_url()) as conn:
-        replicas = postgres.rows(conn, postgres.REPLICATION_SQL)
-    evidence = {"ha": ha, "replicas": replicas}
+        replicas = postgres.rows(conn, SENDERS_SQL)
+        primary = primary_state(conn)
+    evidence: dict[str, Any] = {"ha": ha, "replicas": replicas, "warning_s": warning_s,
+                                "critical_s": critical_s}
     table = pd.DataFrame(replicas) if replicas else None
     streaming = [r for r in replicas if r["state"] == "streaming"]
     if streaming:
-        return ctx.result(Status.OK,
-                          f"{len(streaming)} replica(s) streaming", evidence, table=table)
+        measured = _replica_delay(ctx, primary)
+        if measured is not None:
+            where, delay = measured
+            status = grade_delay(delay, warning_s, critical_s)
+            evidence |= {"replica": where, "paused": delay.paused, "delay_s": delay.seconds,
+                         "behind_bytes": delay.behind_bytes, "basis": delay.basis}
+            summary = (f"{len(streaming)} replica(s) streaming; the replica at {where}: "
+                       f"{delay.describe()} ({delay.basis}; warning {warning_s:g} s, "
+                       f"critical {critical_s:g} s)")
+        else:  # the primary's view only: replay_lag, bytes not replayed
+            lags = [r["replay_lag_s"] for r in streaming if r["replay_lag_s"] is not None]
+            worst_lag = max(lags) if lags else 0.0
+            status = (Status.CRITICAL if worst_lag > critical_s else
+                      Status.WARNING if worst_lag > warning_s else Status.OK)
+            behind = [r["behind_bytes"] for r in streaming if r["behind_bytes"] is not None]
+            evidence |= {"delay_s": worst_lag, "behind_bytes": max(behind) if behind else None}
+            summary = (f"{len(streaming)} replica(s) streaming, replay_lag at most "
+                       f"{worst_lag:.1f} s as the primary sees it (add replica_database_url "
+                       "to see a paused replay and the commit delay)")
+        remediation = None if status is Status.OK else (
+            "on the replica: SELECT pg_wal_replay_resume() if replay is paused; else read its "
+            "log for replay conflicts or I/O, and compare pg_last_wal_replay_lsn() with the "
+            "primary's pg_current_wal_lsn()")
+        return ctx.result(status, summary, evidence, remediation, table=table)
     if ha:
         return ctx.result(Status.CRITICAL,
                           "the target is HA but no replica is streaming from this primary",

@@ -44,10 +44,15 @@ class Vocabulary:
     fallback: str
     threshold: float = 0.5
     severity: dict[str, Status] = field(default_factory=dict)  # default: critical
+    # the code for a critical finding that no candidate explains (never the healthy fallback)
+    unexplained: str | None = None
 
     def __post_init__(self) -> None:
         if self.fallback not in self.remediation:
             raise ValueError(f"{self.playbook}: fallback {self.fallback!r} not in vocabulary")
+        if self.unexplained is not None and self.unexplained not in self.remediation:
+            raise ValueError(f"{self.playbook}: unexplained {self.unexplained!r} not in "
+                             "vocabulary")
 
 
 def sampled_status(found: list[Candidate], *, sure: float) -> Status | None:
@@ -63,6 +68,13 @@ def sampled_status(found: list[Candidate], *, sure: float) -> Status | None:
     if top.code == "none" and top.score < sure:
         return Status.WARNING
     return None
+
+
+def contradicting(ctx: RunContext) -> list[Finding]:
+    """The critical findings recorded so far: a diagnosis that says nothing is wrong would
+    contradict them (a slot shortage nobody explained is still a slot shortage)."""
+    return [f for f in ctx.log.findings
+            if f.status is Status.CRITICAL and f.check != "diagnosis"]
 
 
 def conclude(ctx: RunContext, vocabulary: Vocabulary, candidates: list[Candidate],
@@ -84,6 +96,12 @@ def conclude(ctx: RunContext, vocabulary: Vocabulary, candidates: list[Candidate
     reason = top.reason if top else (
         "no candidate cause is supported by the evidence" if code not in HEALTHY_CODES
         else "the checks found nothing wrong")
+    critical = contradicting(ctx) if code in HEALTHY_CODES else []
+    if critical:  # a healthy verdict may never contradict a critical finding
+        code = vocabulary.unexplained or code
+        status = Status.CRITICAL
+        reason = ("no cause in this playbook's vocabulary explains the critical finding(s): "
+                  + "; ".join(f"{f.check}: {f.summary}" for f in critical[:3]))
     table = pd.DataFrame([{"code": c.code, "score": round(c.score, 2), "reason": c.reason}
                           for c in ranked]) if ranked else None
     return ctx.record(

@@ -348,6 +348,33 @@ CATALOGUE: dict[str, Limit] = {
     "replica_caught_up_bytes": _l(1024 * 1024, "bytes of WAL", "WAL in flight on a streaming "
                                   "replica", "a replica this close to the primary is caught "
                                   "up whatever its time lag"),
+    "replica_delay_s.warning": _l(
+        150, "s", "half the §5.2 RPO of 5 minutes; check_postgres hot_standby_delay "
+        "--warning='150 seconds' (peers.md)", "a replica this far behind the primary's "
+        "commits (or with replay paused): warning"),
+    "replica_delay_s.critical": _l(
+        300, "s", "§5.2 'RPO: 5 minutes'; check_postgres hot_standby_delay "
+        "--critical='300 seconds'", "a replica this far behind loses more than the RPO on "
+        "failover: critical"),
+    # -- storage: bloat and the buffer cache, as check_postgres grades them -------------------
+    "bloat_ratio.warning": _l(
+        1.5, "× expected size", "check_postgres bloat anchor '50% and 1 MB': it compares "
+        "100 × (pages / expected pages) with the percent, so its 50 % flags any table with "
+        "1 MB wasted; we ask 50 % more than expected ('150% and 1 MB' in its form)",
+        "a table or index this many times the size its statistics need ..."),
+    "bloat_ratio.critical": _l(
+        2.0, "× expected size", "check_postgres bloat anchor '200% and 5 MB'",
+        "a table or index this many times the size its statistics need ..."),
+    "bloat_wasted_bytes.warning": _l(
+        1024 * 1024, "bytes", "check_postgres bloat anchor '50% and 1 MB'",
+        "... and wasting more than this: warning"),
+    "bloat_wasted_bytes.critical": _l(
+        5 * 1024 * 1024, "bytes", "check_postgres bloat anchor '200% and 5 MB'",
+        "... and wasting more than this: critical"),
+    "buffer_hit_ratio_critical": _l(
+        0.5, "ratio", "check_postgres hitratio --critical='50%': half the blocks come from "
+        "disk", "a database's shared-buffer hit ratio below this is critical (below "
+        "cache_hit_ratio_min a warning)"),
     # -- §8.1 security reviews -------------------------------------------------------------
     "review_window_hours": _l(24, "hours", "§8.1 daily: timestamp > NOW() - INTERVAL "
                               "'24 hours'", "the daily review's window",
@@ -476,6 +503,10 @@ AUTH_CONCENTRATION = _number("auth_concentration")
 AUTH_RATE_SAMPLE_S = _number("auth_rate_sample_s")
 FAILOVER_RPO_S = _number("failover_rpo_s")
 REPLICA_CAUGHT_UP_BYTES = int(_number("replica_caught_up_bytes"))
+REPLICA_DELAY_S = _pair("replica_delay_s")
+BLOAT_RATIO = _pair("bloat_ratio")
+BLOAT_WASTED_BYTES = _pair("bloat_wasted_bytes")
+BUFFER_HIT_RATIO_CRITICAL = _number("buffer_hit_ratio_critical")
 REVIEW_WINDOW_HOURS = _number("review_window_hours")
 REVIEW_BASELINE_DAYS = int(_number("review_baseline_days"))
 REVIEW_SIGMA = _number("review_sigma")

@@ -43,7 +43,7 @@ from matplotlib.figure import Figure
 from fraiseql_rb.checks import host
 from fraiseql_rb.core import capacity, plots, thresholds, timespec
 from fraiseql_rb.core.findings import Finding, Status
-from fraiseql_rb.targets import commands, pgstats, postgres, prometheus
+from fraiseql_rb.targets import commands, metrics, pgstats, postgres, prometheus
 
 from .board import (
     POOL_ALERT_SHARE,
@@ -95,6 +95,13 @@ class History:
     si_unit: str | None = None
     notes: list[str] = field(default_factory=list)
     evidence: dict[str, Any] = field(default_factory=dict)
+    # the value read live during this run, when the history's last point is not it (a peak
+    # per step is not "now"), and what it was read from
+    now: float | None = None
+    now_source: str = ""
+    # further verdicts on the same resource (status, sentence), e.g. PostgreSQL's slots beside
+    # the pool: the finding is the worst of them and the history's own
+    also: list[tuple[Status, str]] = field(default_factory=list)
 
     @property
     def span(self) -> timedelta:
@@ -144,6 +151,7 @@ class Samples:
     times: list[datetime] = field(default_factory=list)
     connections: list[float] = field(default_factory=list)
     max_connections: int | None = None
+    reserved_connections: int | None = None
     rss: list[float] = field(default_factory=list)
     pid: int | None = None
     pid_source: str = ""
@@ -171,6 +179,8 @@ def samples(board: Board, count: int = SAMPLES) -> Samples:
                     out.connections.append(float(frame["connections"].sum()))
                     if not frame.empty:
                         out.max_connections = int(frame["max_connections"].iloc[0])
+                        out.reserved_connections = int(
+                            frame["reserved_connections"].iloc[0])
                 if out.pid is not None:
                     rss = rss_bytes(out.pid)
                     if rss is not None:
@@ -185,17 +195,54 @@ def samples(board: Board, count: int = SAMPLES) -> Samples:
 
 # -- histories -----------------------------------------------------------------------------
 
+def slots(board: Board) -> tuple[dict[str, Any], list[tuple[Status, str]]]:
+    """PostgreSQL's connection slots now (client connections against max_connections less
+    the reserved ones), beside the pool: other clients use them too (§4.1 "SHOW
+    max_connections"). Evidence and a verdict when past a line."""
+    data = samples(board, 1)
+    if not data.connections or data.max_connections is None:
+        return {"slots_error": data.errors.get("connections", "no reading")}, [
+            (Status.UNKNOWN, "PostgreSQL's connection slots could not be read")]
+    used = int(data.connections[-1])
+    available = data.max_connections - (data.reserved_connections or 0)
+    share = used / available if available > 0 else 1.0
+    evidence = {"slots_used": used, "max_connections": data.max_connections,
+                "reserved_connections": data.reserved_connections,
+                "slots_available": available, "slots_share": round(share, 3)}
+    limit = thresholds.POOL_OF_MAX_CONNECTIONS
+    text = (f"PostgreSQL slots: {used} of {available} used now (max_connections "
+            f"{data.max_connections} less {data.reserved_connections} reserved)")
+    if share >= limit.critical:
+        return evidence, [(Status.CRITICAL, text + " — no slot left")]
+    if share >= limit.warning:
+        return evidence, [(Status.WARNING, text + f" — above {limit.warning:.0%}")]
+    return evidence, [(Status.OK, text)]
+
+
+def pool_now(board: Board) -> float | None:
+    """The pool's active connections now, from one live /metrics scrape (None if absent)."""
+    try:
+        return metrics.value(metrics.scrape(board.run), "pool_active")
+    except metrics.ScrapeError:
+        return None
+
+
 def connections_history(board: Board, pool_max: int | None = None) -> History:
-    """The pool's busiest moment per step from Prometheus, else PostgreSQL's connections."""
+    """The pool's busiest moment per step from Prometheus, else PostgreSQL's connections;
+    with PostgreSQL's slots now beside it either way."""
+    slot_evidence, slot_verdicts = slots(board)
     if board.source == PROMETHEUS and board.series("pool_active") is not None:
         panel = board.panel({"pool active (peak per step)": Gauge("pool_active", peak=True)})
         size, size_source = pool_capacity(board, pool_max)
+        now = pool_now(board)
         return History("connections", panel.values("pool active (peak per step)"),
                        "connections", "active pool connections", f"Prometheus, last "
                        f"{board.range_text}", pool_lines(size, thresholds.SCALE_UP[
                            "connections"].warning, POOL_ALERT_SHARE),
                        evidence={**panel.evidence(), "pool_max": size,
-                                 "pool_max_source": size_source})
+                                 "pool_max_source": size_source, **slot_evidence},
+                       now=now, now_source="/metrics now" if now is not None else "",
+                       also=slot_verdicts)
     data = samples(board)
     limit = data.max_connections
     lines = [] if not limit else [
@@ -207,7 +254,9 @@ def connections_history(board: Board, pool_max: int | None = None) -> History:
                    "connections", "client connections", "PostgreSQL statistics, "
                    f"{len(data.connections)} samples", lines,
                    notes=[f"{k}: {v}" for k, v in data.errors.items()],
-                   evidence={"max_connections": limit})
+                   evidence={"max_connections": limit, **slot_evidence},
+                   now=slot_evidence.get("slots_used"), now_source="pg_stat_activity now",
+                   also=slot_verdicts)
 
 
 @dataclass(frozen=True)
@@ -261,7 +310,15 @@ def _prometheus_growth(board: Board, database: str) -> Growth | None:
         return None
     sizes = pd.Series(frame["value"].to_numpy(dtype=float),
                       index=pd.DatetimeIndex(frame["time"]), name="database size").dropna()
+    covered = (sizes.index.max() - sizes.index.min()) / board.span if len(sizes) else 0.0
+    if covered < thresholds.HISTORY_COVERAGE_MIN:
+        # an exporter added minutes ago says nothing about a week's growth: estimate instead
+        raise ShortHistory(f"{DATABASE_SIZE_SERIES} covers {covered:.1%} of the range")
     return Growth(sizes, f"Prometheus {DATABASE_SIZE_SERIES}", {"query": expr})
+
+
+class ShortHistory(LookupError):
+    """The measured series exists but covers too little of the range to project from."""
 
 
 def growth(board: Board) -> Growth:
@@ -269,11 +326,19 @@ def growth(board: Board) -> Growth:
 
     def find() -> Growth:
         database = postgres.url_database(board.run.target.database_url()) or ""
+        short = None
         try:
             measured = _prometheus_growth(board, database)
         except prometheus.PrometheusError:
             measured = None
-        return measured or _audit_growth(board)
+        except ShortHistory as why:
+            measured, short = None, str(why)
+        if measured is not None:
+            return measured
+        estimate = _audit_growth(board)
+        if short:
+            estimate.evidence["measured_history"] = short
+        return estimate
 
     return board.memo("growth", find)
 
@@ -454,9 +519,12 @@ def judge(board: Board, history: History, horizon: str = HORIZON) -> Finding:
     if values.empty:
         return board.run.record(check, Status.UNKNOWN, f"no {history.resource} history",
                                 {"source": history.source, "notes": history.notes})
-    now_value, last = float(values.iloc[-1]), values.index.max().to_pydatetime()
+    last_point, last = float(values.iloc[-1]), values.index.max().to_pydatetime()
+    now_value = float(history.now) if history.now is not None else last_point
     evidence: dict[str, Any] = {
         **history.evidence, "source": history.source, "current": now_value,
+        "current_source": history.now_source or "the history's last point",
+        "last_point": last_point,
         "history_days": round(history.span.total_seconds() / 86400, 3),
         "samples": len(values), "horizon_days": round(span.total_seconds() / 86400, 1),
         "trend_trusted": seen.trusted, "notes": history.notes or None}
@@ -469,8 +537,12 @@ def judge(board: Board, history: History, horizon: str = HORIZON) -> Finding:
                                  "crossing": fmt_time(moment) if seen.trusted else None}
     evidence["lines"] = crossings
     name, current = history.resource.replace("_", " "), _value_text(now_value, history)
-    current += f" at {fmt_time(last)}" if seen.trusted else " now"
-    record = functools.partial(board.run.record, check, evidence=evidence)
+    if history.now is not None:
+        current += f" now ({history.now_source}; last step's value {last_point:g})"
+    else:
+        current += f" at {fmt_time(last)}" if seen.trusted else " now"
+    judged = _judged(board, history, evidence)
+    record = functools.partial(judged, check)
     fix = _REMEDIATION[history.resource]
     if not history.lines:
         return record(Status.INFO, f"{name}: {current}; no limit known "
@@ -498,6 +570,26 @@ def judge(board: Board, history: History, horizon: str = HORIZON) -> Finding:
     when = ("the trend is not heading there" if moment is None
             else f"not within {horizon} (the trend reaches it {moment:%Y-%m-%d})")
     return record(Status.INFO, f"{name}: {current}, {trend}; {first.label}: {when}")
+
+
+def _judged(board: Board, history: History, evidence: dict[str, Any]) -> Any:
+    """`board.run.record`, made the worst of the history's verdict and `history.also`."""
+    def record(check: str, status: Status, summary: str, **kwargs: Any) -> Finding:
+        extra = [(st, text) for st, text in history.also]
+        if extra:
+            evidence["also"] = [{"status": st.value, "summary": text} for st, text in extra]
+            summary = "; ".join([summary, *(text for _, text in extra)])
+            status = worst_of([status, *(st for st, _ in extra if st is not Status.OK)])
+            if status is not Status.INFO and "remediation" not in kwargs:
+                kwargs["remediation"] = _REMEDIATION[history.resource]
+        return board.run.record(check, status, summary, evidence=evidence, **kwargs)
+    return record
+
+
+def worst_of(statuses: list[Status]) -> Status:
+    """The worst status, info below ok (it only informs), for one finding's verdicts."""
+    order = [Status.INFO, Status.OK, Status.WARNING, Status.UNKNOWN, Status.CRITICAL]
+    return max(statuses, key=order.index)
 
 
 def _slope_text(slope: float, history: History) -> str:

@@ -19,8 +19,9 @@ from typing import Any
 import pandas as pd
 from matplotlib.figure import Figure
 
+from fraiseql_rb.checks import database as dbchecks
 from fraiseql_rb.core import plots, thresholds
-from fraiseql_rb.core.findings import Finding, Status
+from fraiseql_rb.core.findings import Finding, Status, worst
 from fraiseql_rb.targets import pgstats, postgres
 
 from .board import (
@@ -43,6 +44,10 @@ from .board import (
 CONNECTIONS_WARNING = thresholds.POOL_OF_MAX_CONNECTIONS.warning  # §6.1 80 % of capacity
 CONNECTIONS_CRITICAL = thresholds.POOL_OF_MAX_CONNECTIONS.critical
 TOP = thresholds.TOP_N  # tables and indexes shown
+CACHE_HIT_CRITICAL = thresholds.BUFFER_HIT_RATIO_CRITICAL  # check_postgres hitratio 50 %
+BLOAT_RATIO = thresholds.BLOAT_RATIO  # pages over what the rows need (check_postgres bloat)
+BLOAT_WASTED = thresholds.BLOAT_WASTED_BYTES
+REPLICA_DELAY = thresholds.REPLICA_DELAY_S  # §5.2 RPO; check_postgres hot_standby_delay
 POOL = {"active": Gauge("pool_active"), "idle": Gauge("pool_idle"),
         "open (total)": Gauge("pool_total"), "waiting requests": Gauge("pool_waiting")}
 
@@ -56,6 +61,8 @@ class Stats:
     cache_tables: pd.DataFrame
     vacuum: pd.DataFrame
     connections: pd.DataFrame
+    bloat: pd.DataFrame
+    vacuum_settings: pd.DataFrame
 
 
 def stats(board: Board) -> Stats:
@@ -66,7 +73,8 @@ def stats(board: Board) -> Stats:
             return Stats(pgstats.database_sizes(conn), pgstats.table_sizes(conn, TOP),
                          pgstats.index_sizes(conn, TOP), pgstats.cache_hit_by_database(conn),
                          pgstats.cache_hit_by_table(conn, TOP), pgstats.vacuum_stats(conn, TOP),
-                         pgstats.connections(conn))
+                         pgstats.connections(conn), pgstats.bloat(conn, None),
+                         pgstats.vacuum_settings(conn))
 
     return board.memo("pgstats", fetch)
 
@@ -151,24 +159,28 @@ def cache_figure(board: Board, floor: float = CACHE_HIT_FLOOR) -> Figure:
 
 
 @board_check("dashboard.db_cache_hit")
-def check_cache(board: Board, floor: float = CACHE_HIT_FLOOR) -> Finding:
+def check_cache(board: Board, floor: float = CACHE_HIT_FLOOR,
+                critical: float = CACHE_HIT_CRITICAL) -> Finding:
+    """The database's shared-buffer hit ratio: a warning below `floor`, critical below
+    `critical` (check_postgres hitratio's two levels)."""
     data = stats(board).cache_databases
     current = data[data["current"]]
     ratio = None if current.empty else current["hit_ratio"].iloc[0]
-    evidence = {"hit_ratio": ratio, "floor": floor,
+    evidence = {"hit_ratio": ratio, "floor": floor, "critical": critical,
                 "blks_hit": None if current.empty else int(current["blks_hit"].iloc[0]),
                 "blks_read": None if current.empty else int(current["blks_read"].iloc[0]),
                 "stats_reset": None if current.empty else current["stats_reset"].iloc[0]}
     if ratio is None or pd.isna(ratio):
         return board.run.record("dashboard.db_cache_hit", Status.INFO,
                                 "no block read since the statistics were reset", evidence)
-    status = level(float(ratio), floor, higher_is_worse=False)
+    status = level(float(ratio), floor, critical, higher_is_worse=False)
     remediation = None if status is Status.OK else (
         "the working set no longer fits in shared_buffers: raise shared_buffers or memory "
         "(§6.2 vertical scaling), and look for sequential scans of large tables")
     return board.run.record("dashboard.db_cache_hit", status,
                             f"buffer cache hit ratio {ratio:.4f} since the stats reset "
-                            f"(floor {floor:g})", evidence, remediation)
+                            f"(warning below {floor:g}, critical below {critical:g})",
+                            evidence, remediation)
 
 
 @safe_figure("dead tuples")
@@ -197,6 +209,114 @@ def check_dead_tuples(board: Board) -> Finding:
     return board.run.record("dashboard.dead_tuples", Status.INFO,
                             f"most dead tuples in {top['table']}: {int(top['dead_tuples'])}"
                             f"{share}, last vacuumed {vacuumed}", evidence)
+
+
+def _wasted(size: float) -> str:
+    return f"{size / 2**20:.1f} MiB"
+
+
+def _bloat_level(row: Any) -> Status:
+    """check_postgres bloat: beyond both the ratio and the wasted bytes of a level."""
+    ratio, wasted = float(row["ratio"]), float(row["wasted_bytes"])
+    if ratio > BLOAT_RATIO.critical and wasted > BLOAT_WASTED.critical:
+        return Status.CRITICAL
+    if ratio > BLOAT_RATIO.warning and wasted > BLOAT_WASTED.warning:
+        return Status.WARNING
+    return Status.OK
+
+
+@board_check("dashboard.bloat")
+def check_bloat(board: Board) -> Finding:
+    """Tables and indexes larger than their rows need (check_postgres' statistics estimate),
+    tables with autovacuum switched off, and dead-tuple counters a stats reset has wiped."""
+    data = stats(board)
+    estimate, settings = data.bloat, data.vacuum_settings
+    graded = [(_bloat_level(row), row) for _, row in estimate.iterrows()]
+    bloated = [(s, row) for s, row in graded if s is not Status.OK]
+    off = settings[~settings["autovacuum_enabled"].astype(bool)]
+    dead = dict(zip(_qualified(settings), settings["dead_tuples"].fillna(0).astype(int),
+                    strict=True))
+    reset = settings["stats_reset"].dropna()
+    reset_at = reset.iloc[0] if not reset.empty else None
+    # a user table the estimate finds bloated while its dead-tuple counter reads 0
+    wiped = sorted({name for name, (_, row) in zip(
+        _qualified(pd.DataFrame([row for _, row in bloated], columns=estimate.columns)),
+        bloated, strict=True) if row["kind"] == "table" and dead.get(name) == 0})
+
+    def name(row: Any) -> str:
+        return (f"index {row['index']} on {row['table']}" if row["kind"] == "index"
+                else f"table {row['schema']}.{row['table']}" if row["schema"] != "public"
+                else f"table {row['table']}")
+
+    parts = [f"{name(row)} is {float(row['ratio']):g}× its expected size "
+             f"({_wasted(row['wasted_bytes'])} wasted, {s.value})" for s, row in bloated[:TOP]]
+    if len(off):
+        parts.append("autovacuum disabled on " + ", ".join(
+            str(t) for t in _qualified(off)[:TOP]))
+    if wiped:
+        parts.append(f"dead-tuple counters read 0 for bloated {', '.join(wiped)}: the "
+                     f"statistics were reset{f' at {fmt_time(reset_at)}' if reset_at else ''}"
+                     " (pg_stat_reset), so n_dead_tup understates what vacuum has to do")
+    status = worst([s for s, _ in bloated]) if bloated else Status.OK
+    if status is Status.OK and (len(off) or wiped):
+        status = Status.WARNING
+    evidence = {"bloated": records(pd.DataFrame([row for _, row in bloated[:TOP]],
+                                                columns=estimate.columns)),
+                "autovacuum_disabled": _qualified(off), "counters_reset": wiped,
+                "stats_reset": None if reset_at is None else fmt_time(reset_at),
+                "ratio": [BLOAT_RATIO.warning, BLOAT_RATIO.critical],
+                "wasted_bytes": [BLOAT_WASTED.warning, BLOAT_WASTED.critical]}
+    if status is Status.OK:
+        return board.run.record("dashboard.bloat", Status.OK,
+                                "no table or index beyond "
+                                f"{BLOAT_RATIO.warning:g}× its expected size with "
+                                f"{_wasted(BLOAT_WASTED.warning)} wasted; autovacuum on for "
+                                "every table (estimate from the last ANALYZE)", evidence)
+    return board.run.record(
+        "dashboard.bloat", status, "; ".join(parts), evidence,
+        "turn autovacuum back on (ALTER TABLE ... RESET (autovacuum_enabled)), then VACUUM "
+        "(ANALYZE) the tables named; a table many times its size needs VACUUM FULL or "
+        "pg_repack in a maintenance window to give the space back; the estimate needs a "
+        "fresh ANALYZE")
+
+
+@board_check("dashboard.replication")
+def check_replication(board: Board) -> Finding:
+    """The replica's delay as check_postgres hot_standby_delay measures it, graded by the
+    catalogue (§5.2's RPO is critical): a paused replay is at least a warning."""
+    target = board.run.target
+    with postgres.connect(target.admin_database_url() or target.database_url()) as conn:
+        senders = postgres.rows(conn, dbchecks.SENDERS_SQL)
+        if not target.get("replica_database_url"):
+            if not senders:
+                return board.run.record("dashboard.replication", Status.INFO,
+                                        "no replica configured and none streaming",
+                                        {"replicas": []})
+            lags = [r["replay_lag_s"] for r in senders if r["replay_lag_s"] is not None]
+            worst = max(lags) if lags else 0.0
+            status = level(worst, REPLICA_DELAY.warning, REPLICA_DELAY.critical)
+            return board.run.record(
+                "dashboard.replication", status,
+                f"{len(senders)} replica(s) connected, replay_lag at most {worst:.1f} s as "
+                "the primary sees it (add replica_database_url to see a paused replay)",
+                {"replicas": senders, "delay_s": worst})
+        url = target.database_url("replica_database")
+        with postgres.connect(url) as replica:
+            standby = dbchecks.standby_state(replica)
+        primary = dbchecks.primary_state(conn)
+    delay = dbchecks.replication_delay(standby, primary)
+    status = dbchecks.grade_delay(delay, REPLICA_DELAY.warning, REPLICA_DELAY.critical)
+    host, port = postgres.endpoint(url)
+    evidence = {"replica": f"{host}:{port}", "paused": delay.paused, "delay_s": delay.seconds,
+                "behind_bytes": delay.behind_bytes, "basis": delay.basis,
+                "warning_s": REPLICA_DELAY.warning, "critical_s": REPLICA_DELAY.critical,
+                "replicas": senders}
+    remediation = None if status is Status.OK else (
+        "run database-unavailable's replica step; resume a paused replay with "
+        "SELECT pg_wal_replay_resume() on the replica")
+    return board.run.record("dashboard.replication", status,
+                            f"replica {host}:{port}: {delay.describe()} ({delay.basis})",
+                            evidence, remediation)
 
 
 # -- connections ---------------------------------------------------------------------------

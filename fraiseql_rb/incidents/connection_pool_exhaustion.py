@@ -13,7 +13,8 @@ the target's name, in its own non-read-only session on the privileged connection
 then; otherwise the exact SQL, pids written in, is recorded as an action not executed.
 
 Diagnosis (codes: `idle_in_transaction`, `long_running_queries`, `pool_too_small`,
-`connection_leak`, `none`). The rule between the two idle-in-transaction causes:
+`connection_leak`, `connections_outside_pool`, `unexplained`, `none`). The rule between the
+two idle-in-transaction causes:
 
 * `connection_leak` — the sessions idle in transaction longer than `idle_threshold_s` belong
   to the server itself (the role of `database_url`, our own `fraiseql-rb` sessions excluded),
@@ -32,6 +33,17 @@ Diagnosis (codes: `idle_in_transaction`, `long_running_queries`, `pool_too_small
 wait (`pool_waiting` > 0) with every pool connection in use (`pool_active` >= `pool_max`), and
 neither idle-in-transaction sessions nor long statements explain it: the pool is busy with real
 work. `none`: no candidate reaches 0.5.
+
+A pool full of the server's own sessions idle in transaction (as many as `pool_max`, counted
+active) is `connection_leak` at any age: `idle_threshold_s` decides what is terminated, not
+whether a pool that can run nothing is leaking. `connections_outside_pool`: the slots are
+(nearly) used up (`pool.connections` warning or critical) and without the connections of
+clients other than the server they would be below the warning share. `unexplained`: a step
+recorded a critical finding that no cause explains (the diagnosis never says `none` then).
+
+Partial views (issue 11 §3): without `admin_database_url` (or pg_read_all_stats) the other
+roles' sessions show no state; a session step that finds nothing among the sessions it can see
+is `unknown` with how many it could not see and how to grant the view, never `ok`.
 """
 
 from __future__ import annotations
@@ -73,7 +85,30 @@ VOCABULARY = Vocabulary("connection-pool-exhaustion", {
                        "stays full), then report the leak with this evidence; set "
                        "idle_in_transaction_session_timeout so PostgreSQL ends leaked "
                        "transactions by itself",
-}, fallback="none")
+    "connections_outside_pool": "clients other than the FraiseQL server (other roles or "
+                                "applications, listed under holders) hold PostgreSQL's "
+                                "connection slots, so the server's pool cannot open "
+                                "connections: find those clients in the table above, close or "
+                                "terminate the idle ones (pg_terminate_backend(pid) as a "
+                                "superuser), cap them (ALTER ROLE ... CONNECTION LIMIT n, or a "
+                                "pooler such as PgBouncer in front of them), and keep "
+                                "pool_max_size × instances plus their share below "
+                                "max_connections less the reserved slots",
+    "unexplained": "a step found a critical problem that none of the causes above explains: "
+                   "read the critical finding(s) above and escalate with this evidence",
+}, fallback="none", unexplained="unexplained")
+
+
+def grant_advice(role: str | None) -> str:
+    """How to let the role see every session (issue 11 §3: never `ok` for what is hidden)."""
+    return (f"GRANT pg_read_all_stats TO {role or '<role>'}; (as a superuser), or set "
+            "admin_database_url (with admin_database_password_env or _file) in the inventory")
+
+
+def invisible(found: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Sessions whose state this role may not read (another role's, without
+    pg_read_all_stats): they could be idle in transaction or running for hours."""
+    return [s for s in found if s.get("state") == "not visible"]
 
 
 def visibility_url(ctx: RunContext) -> tuple[str, str]:
@@ -121,6 +156,12 @@ def connections_by_state(ctx: RunContext) -> Finding:
     share = total / available if available > 0 else 1.0
     by_state = frame.groupby("state")["connections"].sum().astype(int).to_dict()
     by_app = frame.groupby("application")["connections"].sum().astype(int).to_dict()
+    role = app_role(ctx)
+    ours = frame["application"] == postgres.APPLICATION_NAME
+    server = (frame["user"] == role) & ~ours if role is not None else ours & False
+    outside = frame[~server & ~ours]
+    holders = (outside.groupby(["user", "application", "state"], dropna=False)["connections"]
+               .sum().astype(int).sort_values(ascending=False).head(thresholds.TOP_N))
     table = frame.drop(columns=["max_connections", "reserved_connections"]).assign(
         longest_in_state_s=lambda f: f["longest_in_state_s"].clip(lower=0).round(1))
     pivot = frame.pivot_table(index="state", columns="application", values="connections",
@@ -129,10 +170,20 @@ def connections_by_state(ctx: RunContext) -> Finding:
                           xlabel="state", ylabel="connections"))
     evidence = {"connections": total, "max_connections": max_conn, "reserved": reserved,
                 "available": available, "share_of_available": round(share, 3),
-                "by_state": by_state, "by_application": by_app, "visibility": sees}
+                "by_state": by_state, "by_application": by_app, "visibility": sees,
+                "server_role": role, "server_connections": int(frame.loc[server,
+                                                                         "connections"].sum()),
+                "own_connections": int(frame.loc[ours, "connections"].sum()),
+                "outside_pool": int(outside["connections"].sum()),
+                "holders": [{"user": u, "application": a, "state": st, "connections": n}
+                            for (u, a, st), n in holders.items()],
+                "not_visible": int(frame.loc[frame["state"] == "not visible",
+                                             "connections"].sum())}
     summary = (f"{total} client connections of {available} available (max_connections "
                f"{max_conn} less {reserved} reserved): "
-               + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items())))
+               + ", ".join(f"{n} {state}" for state, n in sorted(by_state.items()))
+               + f"; {evidence['server_connections']} the server's (role {role}), "
+                 f"{evidence['outside_pool']} held by other clients")
     limit = thresholds.POOL_OF_MAX_CONNECTIONS
     if share >= limit.critical:
         return ctx.result(Status.CRITICAL, summary + " — no slot left",
@@ -177,22 +228,30 @@ def idle_in_transaction(ctx: RunContext,
         "server_idle_second": len([s for s in idle if postgres.is_server_session(s, role)]),
         "observe_s": observe_s, "oldest_idle_s": _r(max((s["state_s"] or 0 for s in idle),
                                                         default=None)),
-        "sessions": rows[:50], "visibility": sees,
+        "sessions": rows[:50], "visibility": sees, "not_visible": len(invisible(second)),
     }
+    hidden = (f"; {evidence['not_visible']} session(s) of other roles are not visible to "
+              f"{postgres.url_user(url)} (their state is hidden)" if evidence["not_visible"]
+              else "")
     if not old:
         young = f" ({len(idle)} younger than {idle_threshold_s:g} s)" if idle else ""
-        return ctx.result(Status.OK,
-                          f"no session idle in transaction longer than "
-                          f"{idle_threshold_s:g} s{young}", evidence, table=table)
+        text = (f"no session idle in transaction longer than {idle_threshold_s:g} s"
+                f"{young}")
+        if hidden:  # what it could not see is not `ok` (issue 11 §3)
+            return ctx.result(Status.UNKNOWN, f"{text} among the sessions this role can see"
+                              f"{hidden}", evidence, grant_advice(postgres.url_user(url)),
+                              table=table)
+        return ctx.result(Status.OK, text, evidence, table=table)
     grew = evidence["server_idle_second"] - evidence["server_idle_first"]
     trend = (f"; the server's count went {evidence['server_idle_first']} -> "
              f"{evidence['server_idle_second']} in {observe_s:g} s" if old_server else "")
     return ctx.result(Status.WARNING,
         f"{len(old)} session(s) idle in transaction longer than {idle_threshold_s:g} s "
         f"(oldest {evidence['oldest_idle_s']} s), {len(old_server)} of them the server's own "
-        f"(role {role}){trend}; pids {', '.join(map(str, evidence['pids'][:20]))}",
+        f"(role {role}){trend}; pids {', '.join(map(str, evidence['pids'][:20]))}{hidden}",
         evidence | {"server_growth": grew},
-        "they hold connections doing nothing: see the termination step and the diagnosis",
+        "they hold connections doing nothing: see the termination step and the diagnosis"
+        + (f"; to see every session: {grant_advice(postgres.url_user(url))}" if hidden else ""),
         table=table)
 
 
@@ -212,10 +271,17 @@ def long_running(ctx: RunContext, long_query_s: float = thresholds.LONG_QUERY_S)
     evidence = {"pids": [s["pid"] for s in slow], "count": len(slow),
                 "server_count": sum(1 for s in slow if postgres.is_server_session(s, role)),
                 "longest_s": _r(slow[0]["query_s"]) if slow else None,
-                "long_query_s": long_query_s, "sessions": rows[:50], "visibility": sees}
+                "long_query_s": long_query_s, "sessions": rows[:50], "visibility": sees,
+                "not_visible": len(invisible(found))}
     if not slow:
-        return ctx.result(Status.OK,
-                          f"no statement has run longer than {long_query_s:g} s", evidence)
+        text = f"no statement has run longer than {long_query_s:g} s"
+        if evidence["not_visible"]:  # what it could not see is not `ok` (issue 11 §3)
+            return ctx.result(Status.UNKNOWN,
+                              f"{text} among the sessions this role can see; "
+                              f"{evidence['not_visible']} session(s) of other roles are not "
+                              f"visible to {postgres.url_user(url)}", evidence,
+                              grant_advice(postgres.url_user(url)))
+        return ctx.result(Status.OK, text, evidence)
     return ctx.result(Status.WARNING,
                       f"{len(slow)} statement(s) running longer than {long_query_s:g} s "
                       f"(longest {evidence['longest_s']} s, {evidence['server_count']} from "
@@ -452,10 +518,22 @@ def pool_after(ctx: RunContext, wait_s: float = 2.0) -> dict[str, Any]:
 
 # -- the diagnosis -----------------------------------------------------------------------------
 
+def _usable(found: Finding | None) -> bool:
+    """Did the step read the sessions (all of them, or those this role may see)?"""
+    return found is not None and (found.status is not Status.UNKNOWN
+                                  or "not_visible" in found.evidence)
+
+
+def hidden_sessions(ctx: RunContext) -> int:
+    """How many sessions the session steps could not see (0 with a full view)."""
+    found = [ctx.latest(name) for name in ("pool.idle_in_transaction", "pool.long_running")]
+    return max((f.evidence.get("not_visible") or 0 for f in found if f is not None), default=0)
+
+
 def unreadable(ctx: RunContext) -> str | None:
     """Why the sessions could not be judged (neither session step ran), or None."""
     found = [ctx.latest(name) for name in ("pool.idle_in_transaction", "pool.long_running")]
-    usable = [f for f in found if f is not None and f.status is not Status.UNKNOWN]
+    usable = [f for f in found if _usable(f)]
     if usable:
         return None
     failed = [f.summary for f in found if f is not None]
@@ -467,8 +545,8 @@ def candidates(ctx: RunContext) -> list[Candidate]:
     iit = ctx.latest("pool.idle_in_transaction")
     slow = ctx.latest("pool.long_running")
     gauges = ctx.latest("pool.gauges")
-    iev = iit.evidence if iit is not None and iit.status is not Status.UNKNOWN else None
-    sev = slow.evidence if slow is not None and slow.status is not Status.UNKNOWN else None
+    iev = iit.evidence if _usable(iit) else None
+    sev = slow.evidence if _usable(slow) else None
     gev = gauges.evidence if gauges is not None and gauges.status is not Status.UNKNOWN else {}
     why = unreadable(ctx)
     if why is not None:
@@ -477,9 +555,22 @@ def candidates(ctx: RunContext) -> list[Candidate]:
     active, pool_max = gev.get("pool_active"), gev.get("pool_max")
     waiting = gev.get("pool_waiting")
     full = active is not None and pool_max is not None and active >= pool_max
-    out: list[Candidate] = []
+    out: list[Candidate] = outside_pool(ctx)
     old = iev.get("over_threshold", 0) if iev else 0
     server_old = iev.get("server_over_threshold", 0) if iev else 0
+    server_any = iev.get("server_idle_second", 0) if iev else 0
+    if server_any and not server_old and pool_max is not None and server_any >= pool_max \
+            and active is not None and active >= server_any:
+        # a pool full of its own idle transactions is a leak at any age: nothing else can
+        # run, so waiting for them to age past the threshold only prolongs the outage
+        out.append(Candidate(
+            "connection_leak", 0.9,
+            f"all {server_any} of the server's pool connections (pool_max {pool_max}, "
+            f"{active} counted active) sit idle in transaction, though younger than "
+            f"{iev['idle_threshold_s']:g} s: the pool is full of transactions nobody finishes",
+            {"count": server_any, "first": iev["server_idle_first"],
+             "second": server_any, "pool_active": active, "pool_max": pool_max,
+             "pool_waiting": waiting}))
     if server_old:
         grew = iev["server_idle_second"] > iev["server_idle_first"]
         fills = pool_max is not None and server_old >= pool_max
@@ -518,7 +609,8 @@ def candidates(ctx: RunContext) -> list[Candidate]:
                              f"{sev['long_query_s']:g} s (longest {sev['longest_s']} s)",
                              {"pids": sev.get("pids"), "longest_s": sev.get("longest_s")}))
     if waiting and full:
-        explained = bool(old or (sev and sev.get("count")))
+        leaked = bool(server_any and pool_max is not None and server_any >= pool_max)
+        explained = bool(old or leaked or (sev and sev.get("count")))
         out.append(Candidate("pool_too_small", 0.3 if explained else 0.8,
                              f"{waiting} request(s) wait with all {pool_max} pool connections "
                              "in use" + ("; the sessions above explain it first" if explained
@@ -527,7 +619,38 @@ def candidates(ctx: RunContext) -> list[Candidate]:
                              {"pool_active": active, "pool_max": pool_max,
                               "pool_waiting": waiting,
                               "recommended": gev.get("pool_recommended_size")}))
+    hidden = hidden_sessions(ctx)
+    if hidden and not any(c.score >= VOCABULARY.threshold for c in out):
+        out.append(Candidate("none", VOCABULARY.threshold,
+                             f"nothing found among the sessions this role can see, but {hidden} "
+                             "session(s) of other roles are not visible: no cause can be ruled "
+                             f"out ({grant_advice((iev or {}).get('server_role'))})",
+                             {"not_visible": hidden}))
     return out
+
+
+def outside_pool(ctx: RunContext) -> list[Candidate]:
+    """`connections_outside_pool`: the slots are (nearly) used up and without the other
+    clients' connections they would not be: the server's pool is not what fills them."""
+    conns = ctx.latest("pool.connections")
+    if conns is None or conns.status not in (Status.WARNING, Status.CRITICAL):
+        return []
+    ev = conns.evidence
+    available, outside = ev.get("available") or 0, ev.get("outside_pool") or 0
+    rest = (ev.get("connections", 0) - outside) / available if available > 0 else 1.0
+    if not outside or rest >= thresholds.POOL_OF_MAX_CONNECTIONS.warning:
+        return []
+    top = ", ".join(f"{h['connections']} {h['user']}/{h['application']} ({h['state']})"
+                    for h in (ev.get("holders") or [])[:3])
+    score = 0.9 if conns.status is Status.CRITICAL else 0.75
+    return [Candidate("connections_outside_pool", score,
+                      f"{outside} of the {ev.get('connections')} connections "
+                      f"({available} available) belong to clients other than the server "
+                      f"(role {ev.get('server_role')}), which holds "
+                      f"{ev.get('server_connections')}: {top}",
+                      {"outside_pool": outside, "available": available,
+                       "server_connections": ev.get("server_connections"),
+                       "holders": ev.get("holders")})]
 
 
 def verdict_status(ctx: RunContext) -> Status | None:
@@ -538,8 +661,11 @@ def verdict_status(ctx: RunContext) -> Status | None:
         return Status.UNKNOWN
     top = max(candidates(ctx), key=lambda c: c.score, default=None)
     if top is None or top.score < VOCABULARY.threshold or top.code == "none":
-        return None
+        # a partial view that found nothing has not seen everything: never `ok`
+        return Status.UNKNOWN if hidden_sessions(ctx) else None
     gauges = ctx.latest("pool.gauges")
     gev = gauges.evidence if gauges is not None else {}
-    pressing = bool(gev.get("exhausted") or gev.get("pool_waiting"))
+    conns = ctx.latest("pool.connections")
+    no_slot = conns is not None and conns.status is Status.CRITICAL
+    pressing = bool(gev.get("exhausted") or gev.get("pool_waiting") or no_slot)
     return Status.CRITICAL if pressing else Status.WARNING

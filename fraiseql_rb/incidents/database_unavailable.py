@@ -32,6 +32,8 @@ DEFAULT_RPO_S = thresholds.FAILOVER_RPO_S
 # With the primary answering, a replica less than this far behind its WAL position is
 # streaming normally (WAL in flight); its time lag then only says how idle the primary is.
 CAUGHT_UP_BYTES = thresholds.REPLICA_CAUGHT_UP_BYTES
+# a delay beyond this share of the RPO is a warning (check_postgres' 150 s of 300 s)
+WARNING_SHARE_OF_RPO = thresholds.REPLICA_DELAY_S.warning / thresholds.REPLICA_DELAY_S.critical
 PROMOTE_SQL = "SELECT pg_promote();"  # run on the replica by the failover runbook, never here
 
 VOCABULARY = Vocabulary("database-unavailable", {
@@ -117,36 +119,17 @@ def check_database_exists(ctx: RunContext,
                                           app_role_failure=code or "connection not classified")
 
 
-REPLICA_SQL = """
-SELECT pg_is_in_recovery() AS in_recovery,
-       pg_last_xact_replay_timestamp() AS last_replay_at,
-       EXTRACT(EPOCH FROM now() - pg_last_xact_replay_timestamp())::float AS replay_lag_s,
-       pg_last_wal_receive_lsn()::text AS receive_lsn,
-       pg_last_wal_replay_lsn()::text AS replay_lsn,
-       -- after the WAL receiver restarts (its primary gone) the receive position falls back
-       -- to a segment boundary, behind what was replayed: nothing is waiting then
-       GREATEST(pg_wal_lsn_diff(pg_last_wal_receive_lsn(), pg_last_wal_replay_lsn()), 0)::bigint
-           AS replay_gap_bytes,
-       (SELECT status FROM pg_stat_wal_receiver) AS receiver_status
-"""
-
-
-def lsn_bytes(lsn: str | None) -> int | None:
-    """A pg_lsn's text form ("16/B374D848") as a byte position."""
-    if not lsn or "/" not in lsn:
-        return None
-    high, low = lsn.split("/", 1)
-    return (int(high, 16) << 32) + int(low, 16)
-
-
 @check("database.replica")
 def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONNECT_TIMEOUT_S,
                   rpo_seconds: float = DEFAULT_RPO_S) -> Finding:
     """§4.2 step 4 "If replica available": reachable, in recovery, and how far behind.
 
-    The lag is `now() - pg_last_xact_replay_timestamp()` and the bytes received but not yet
-    replayed; when the primary answers, its WAL position says whether the replica is streaming
-    normally (an idle primary makes the time lag grow with nothing missing).
+    Measured as check_postgres hot_standby_delay does (`database.replication_delay`): bytes
+    against the primary's WAL position and seconds since the last replayed commit while the
+    primary has written what is not replayed; a paused replay is a warning by itself. With
+    the primary answering, a delay beyond the RPO is critical (warning from the catalogue's
+    share of it); with the primary gone the time since the last replayed commit is all there
+    is, and it overstates the loss when the primary was idle, so it stays a warning.
     """
     if not ctx.target.get("replica_database_url"):
         return ctx.result(Status.INFO,
@@ -155,10 +138,10 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
     url = ctx.target.database_url("replica_database")
     host, port = postgres.endpoint(url)
     where = f"{host}:{port}" if host else "its unix socket"
+    timeout = max(1, int(round(connect_timeout_s)))
     try:
-        with postgres.connect(url, connect_timeout_s=max(1, int(round(connect_timeout_s)))
-                              ) as conn:
-            row = postgres.one(conn, REPLICA_SQL)
+        with postgres.connect(url, connect_timeout_s=timeout) as conn:
+            row = database.standby_state(conn)
     except postgres.ConnectionFailed as exc:
         return ctx.result(Status.WARNING,
                           f"the replica at {where} does not answer: {exc}",
@@ -166,16 +149,15 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
                            "error": str(exc)},
                           "run this playbook against the replica's host to see why; without "
                           "it there is no failover")
-    primary = ctx.latest("database.version")
-    primary_lsn = primary.evidence.get("current_wal_lsn") if primary is not None else None
-    behind = None
-    if lsn_bytes(primary_lsn) is not None and lsn_bytes(row["replay_lsn"]) is not None:
-        behind = max(0, lsn_bytes(primary_lsn) - lsn_bytes(row["replay_lsn"]))  # type: ignore
-    lag = 0.0 if behind is not None and behind < CAUGHT_UP_BYTES else row["replay_lag_s"]
+    primary = _primary_state(ctx, timeout)
+    delay = database.replication_delay(row, primary)
+    lag = delay.seconds
     within = lag is not None and lag <= rpo_seconds
     evidence: dict[str, Any] = {
         "configured": True, "reachable": True, "host": host, "port": port, **row,
-        "behind_primary_bytes": behind, "lag_s": None if lag is None else round(lag, 1),
+        "primary_answers": primary is not None,
+        "behind_primary_bytes": delay.behind_bytes,
+        "lag_s": None if lag is None else round(lag, 1), "lag_basis": delay.basis,
         "rpo_seconds": rpo_seconds, "within_rpo": bool(row["in_recovery"]) and within,
     }
     if not row["in_recovery"]:
@@ -192,16 +174,38 @@ def check_replica(ctx: RunContext, connect_timeout_s: float = thresholds.DB_CONN
                           f"measured (no transaction replayed since it started); {facts}",
                           evidence, "compare pg_last_wal_replay_lsn() on the replica with "
                           "the primary's pg_current_wal_lsn() once the primary answers")
-    caught_up = (f" (streaming: {behind} bytes behind the primary)"
-                 if behind is not None and behind < CAUGHT_UP_BYTES else "")
-    summary = (f"the replica at {where} is in recovery, lag {lag:.1f} s{caught_up} against an "
-               f"RPO of {rpo_seconds:g} s; {facts}")
-    if not within:
-        return ctx.result(Status.WARNING, summary, evidence,
-                          "the lag counts from the last replayed transaction: on an idle or "
-                          "failed primary it overstates what is missing; judge with "
-                          "last_replay_at")
-    return ctx.result(Status.OK, summary, evidence)
+    summary = (f"the replica at {where} is in recovery, {delay.describe()} against an RPO "
+               f"of {rpo_seconds:g} s ({delay.basis}); {facts}")
+    if primary is not None:
+        status = database.grade_delay(delay, rpo_seconds * WARNING_SHARE_OF_RPO, rpo_seconds)
+    else:
+        status = Status.WARNING if delay.paused or not within else Status.OK
+    if status is Status.OK:
+        return ctx.result(status, summary, evidence)
+    if delay.paused:
+        remediation = ("replay is paused on the replica: SELECT pg_wal_replay_resume(); there "
+                       "(after finding who paused it) before relying on it for failover")
+    elif primary is not None:
+        remediation = ("the replica is not keeping up: read its log for replay conflicts, "
+                       "I/O or a broken WAL receiver; a failover now loses the writes since "
+                       "last_replay_at")
+    else:
+        remediation = ("the lag counts from the last replayed transaction: on an idle or "
+                       "failed primary it overstates what is missing; judge with "
+                       "last_replay_at")
+    return ctx.result(status, summary, evidence, remediation)
+
+
+def _primary_state(ctx: RunContext, timeout: int) -> dict[str, Any] | None:
+    """The primary's WAL position (after the replica's, so the gap is never negative), or
+    None when step 1 found that it does not answer the application role."""
+    if _failure_code(ctx) != "none":
+        return None
+    try:
+        with postgres.connect(ctx.target.database_url(), connect_timeout_s=timeout) as conn:
+            return database.primary_state(conn)
+    except postgres.ConnectionFailed:
+        return None
 
 
 @check("failover.recommendation")
@@ -238,7 +242,9 @@ def recommend_failover(ctx: RunContext, rpo_seconds: float = DEFAULT_RPO_S) -> F
                           "decide with the incident lead whether the writes at risk are "
                           "acceptable; then use the failover runbook")
     replica_url = str(ctx.target.get("replica_database_url"))  # without its password
-    promote = f"psql '{replica_url}' -c '{PROMOTE_SQL}'"
+    # pg_promote() needs a superuser (or a granted role): the replica's admin URL when known
+    admin_url = str(ctx.target.get("replica_admin_database_url") or replica_url)
+    promote = f"psql '{admin_url}' -c '{PROMOTE_SQL}'"
     switch = _switch_command(ctx, replica_url)
     for action in (ctx.action("promote_replica", promote, executed=False),
                    ctx.action("switch_connection_string", switch, executed=False)):

@@ -56,7 +56,7 @@ from matplotlib.figure import Figure
 from psycopg import sql
 
 from fraiseql_rb.checks import config
-from fraiseql_rb.core import plots, secrets, thresholds
+from fraiseql_rb.core import plots, releases, secrets, thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.diagnosis import Candidate, Vocabulary, sampled_status
 from fraiseql_rb.core.errors import RunbookError
@@ -264,6 +264,29 @@ def percentile_table(w: Window) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["measure", "observed", "p50_ms", "p95_ms", "p99_ms"])
 
 
+def in_flight(ctx: RunContext, w: Window) -> dict[str, Any]:
+    """Requests the histogram has not counted yet: the server's own statements still active
+    (their ages, lock waits among them) in the window's database samples, and requests waiting
+    for a pool connection (`fraiseql_db_pool_requests_waiting` where the release exports it).
+    A request stuck behind a lock is the slowest of all and appears in no bucket until it
+    ends."""
+    role = postgres.url_user(ctx.target.database_url()) if ctx.target is not None else None
+    oldest: dict[int, dict[str, Any]] = {}
+    for tick in w.db.get("ticks") or []:
+        for a in tick.get("activity") or []:
+            if (a.get("state") != "active" or a.get("user") != role
+                    or a.get("application") == OWN_APPLICATION or a.get("running_s") is None):
+                continue
+            if a["pid"] not in oldest or a["running_s"] > oldest[a["pid"]]["running_s"]:
+                oldest[a["pid"]] = a
+    ages = sorted((a["running_s"] for a in oldest.values()), reverse=True)
+    waiting = w.gauge("pool_waiting", "max") if w.last is not None else None
+    return {"role": role, "sessions": len(ages),
+            "lock_waiting": sum(1 for a in oldest.values()
+                                if a.get("wait_event_type") == "Lock"),
+            "oldest_ms": _ms(ages[0]) if ages else None, "pool_waiting_max": waiting}
+
+
 @check("latency.percentiles")
 def latency_percentiles(ctx: RunContext, w: Window,
                         p95_warning_ms: float = thresholds.RESPONSE_TIME_MS.warning,
@@ -286,6 +309,24 @@ def latency_percentiles(ctx: RunContext, w: Window,
                                  "p99_ms": r.p99_ms} for r in per_op.itertuples()]),
         "p95_warning_ms": p95_warning_ms, "p99_critical_ms": p99_critical_ms,
     }
+    flight = in_flight(ctx, w)
+    evidence["in_flight"] = flight
+    oldest = flight["oldest_ms"] or 0.0
+    stuck = (f"; {flight['sessions']} of the server's statements still running, the oldest "
+             f"{oldest:g} ms ({flight['lock_waiting']} waiting on a lock)"
+             if flight["sessions"] else "")
+    if flight["pool_waiting_max"]:
+        stuck += f"; {flight['pool_waiting_max']:g} request(s) waiting for a pool connection"
+    flight_status = (Status.CRITICAL if oldest >= p99_critical_ms else
+                     Status.WARNING if oldest > p95_warning_ms or flight["pool_waiting_max"]
+                     else Status.OK)
+    if flight_status is not Status.OK and (not overall["observed"]
+                                           or overall["p50_ms"] is None):
+        return ctx.result(flight_status,
+                          f"no GraphQL query completed in {w.describe()}, but requests are "
+                          f"stuck{stuck}", evidence,
+                          "find what holds them in the steps below (lock waits, pool)",
+                          table=table)
     if not overall["observed"] or overall["p50_ms"] is None:
         return ctx.result(Status.INFO,
                           f"no GraphQL query completed in {w.describe()}: nothing to take "
@@ -303,6 +344,10 @@ def latency_percentiles(ctx: RunContext, w: Window,
                                                "P95 stays above 2 s")
     else:
         status, remediation = Status.OK, None
+    if _RANK[flight_status] > _RANK[status]:  # in-flight requests count in the verdict
+        status, remediation = flight_status, ("requests are stuck right now: find what holds "
+                                              "them in the steps below (lock waits, pool)")
+    summary += stuck
     slowest = per_op.sort_values("p95_ms", ascending=False).head(1)
     if not slowest.empty and status is not Status.OK:
         summary += f"; slowest operation {slowest.iloc[0]['measure'].strip()}"
@@ -311,6 +356,8 @@ def latency_percentiles(ctx: RunContext, w: Window,
 
 
 LATENCY_QUANTILES = {"p50": 0.5, "p95": 0.95, "p99": 0.99}
+_RANK = {Status.INFO: -1, Status.OK: 0, Status.WARNING: 1, Status.UNKNOWN: 2,
+         Status.CRITICAL: 3}
 
 
 @check("latency.history")
@@ -767,8 +814,13 @@ def query_complexity(ctx: RunContext, w: Window,
     s = w.series("query_cost")
     kind = s.kind if s is not None else res.kind if res is not None else None
     queries = w.increase("queries_total")
-    if kind is None:
-        raise RunbookError("the server exports no query cost metric")
+    if kind is None:  # only unreleased main exports it (releases.FEATURES)
+        return ctx.result(Status.INFO,
+                          f"{releases.not_available('query_cost_metric', None)}: "
+                          "not available on this release (fraiseql_graphql_queries_cost_total "
+                          "is absent from the scrape), so complexity is not measured here",
+                          {"looked_for": "fraiseql_graphql_queries_cost_total",
+                           "feature": "query_cost_metric"})
     if kind == "gauge":
         per_query = w.gauge("query_cost", "max")
         how = "the highest per-operation complexity gauge"
@@ -911,5 +963,18 @@ def candidates(ctx: RunContext) -> list[Candidate]:
 
 def verdict_status(ctx: RunContext) -> Status | None:
     """The diagnosis status when the vocabulary's own would mislead: `unknown` when nothing
-    could be measured, `warning` when latency is high but no cause stands out."""
-    return sampled_status(candidates(ctx), sure=0.8)
+    could be measured, `warning` when latency is high but no cause stands out; and never more
+    severe than the findings behind it (one slow statement of another application, while
+    FraiseQL's latency is fine, is a warning, not an incident)."""
+    found = candidates(ctx)
+    status = sampled_status(found, sure=0.8)
+    if status is not None:
+        return status
+    top = max(found, key=lambda c: c.score, default=None)
+    if top is None or top.score < VOCABULARY.threshold or top.code == "none":
+        return None
+    own = VOCABULARY.severity.get(top.code, Status.CRITICAL)
+    behind = [f.status for f in ctx.log.findings if f.check.startswith("latency.")
+              and f.status in (Status.OK, Status.WARNING, Status.CRITICAL)]
+    ceiling = max([Status.WARNING, *behind], key=_RANK.__getitem__)
+    return own if _RANK[own] <= _RANK[ceiling] else ceiling

@@ -103,9 +103,11 @@ ITEMS: tuple[Item, ...] = (
     Item("team_trained", "pre-production", "Team trained on procedures", (),
          "every on-call engineer has stepped through a drill (fraiseql-rb sandbox fault)"),
     # Post-Deployment
+    # WAL archiving belongs here too: a deployment that broke archive_command is healthy to
+    # every HTTP probe while the §5.1 point-in-time recovery silently stops.
     Item("health_checks", "post-deployment", "Health checks passing",
          (_wrap(service.check_health), _wrap(service.check_readiness),
-          _wrap(service.check_graphql))),
+          _wrap(service.check_graphql), _wrap(database.check_wal_archiving))),
     Item("metrics_flowing", "post-deployment", "Metrics flowing to monitoring system",
          (_wrap(service.check_metrics_endpoint),),
          "the monitoring system shows this deployment's series (not only the endpoint)"),

@@ -189,3 +189,103 @@ def connections(source: Source) -> pd.DataFrame:
     """Client connections grouped by state, application, client address, user and database,
     each row with `max_connections` so usage against capacity is one division away."""
     return _frame(source, CONNECTIONS_SQL)
+
+
+# check_postgres 2.25's `bloat` estimate, one row per table and one per index: the size the
+# rows need from pg_stats' average widths (`expected_pages`) against `relpages`. It rests on
+# fresh statistics (ANALYZE); `ratio` is pages / expected pages (check_postgres' tbloat and
+# ibloat, 0 when there is nothing to compare) and `wasted_bytes` the pages beyond it.
+BLOAT_SQL = """
+WITH constants AS (
+    SELECT current_setting('block_size')::numeric AS bs, 23 AS hdr,
+           CASE WHEN version() ~ 'mingw32' OR version() ~ '64-bit' THEN 8 ELSE 4 END AS ma
+), widths AS (
+    SELECT ns.nspname, tbl.relname, c.hdr, c.ma, c.bs,
+           SUM((1 - coalesce(s.null_frac, 0)) * coalesce(s.avg_width, 2048)) AS datawidth,
+           MAX(coalesce(s.null_frac, 0)) AS maxfracsum,
+           c.hdr + (SELECT 1 + count(*) / 8 FROM pg_stats s2
+                    WHERE s2.null_frac <> 0 AND s2.schemaname = ns.nspname
+                      AND s2.tablename = tbl.relname) AS nullhdr
+    FROM pg_attribute att
+    JOIN pg_class tbl ON att.attrelid = tbl.oid
+    JOIN pg_namespace ns ON ns.oid = tbl.relnamespace
+    LEFT JOIN pg_stats s ON s.schemaname = ns.nspname AND s.tablename = tbl.relname
+                        AND s.inherited = false AND s.attname = att.attname
+    CROSS JOIN constants c
+    WHERE att.attnum > 0 AND tbl.relkind = 'r'
+    GROUP BY 1, 2, 3, 4, 5
+), headers AS (
+    SELECT nspname, relname, ma, bs,
+           (datawidth + (hdr + ma - (CASE WHEN mod(hdr, ma) = 0 THEN ma
+                                          ELSE mod(hdr, ma) END)))::numeric AS datahdr,
+           (maxfracsum * (nullhdr + ma - (CASE WHEN mod(nullhdr, ma) = 0 THEN ma
+                                               ELSE mod(nullhdr, ma) END))) AS nullhdr2
+    FROM widths
+), rels AS (
+    SELECT nn.nspname AS schema, cc.relname AS "table", coalesce(h.bs, 0) AS bs,
+           cc.reltuples, cc.relpages,
+           coalesce(CEIL((cc.reltuples * ((h.datahdr + h.ma - (CASE WHEN mod(h.datahdr, h.ma) = 0
+               THEN h.ma ELSE mod(h.datahdr, h.ma) END)) + h.nullhdr2 + 4))
+               / (h.bs - 20::float)), 0) AS otta,
+           c2.relname AS index, c2.reltuples AS ituples, c2.relpages AS ipages,
+           coalesce(CEIL((c2.reltuples * (h.datahdr - 12)) / (h.bs - 20::float)), 0) AS iotta
+    FROM pg_class cc
+    JOIN pg_namespace nn ON cc.relnamespace = nn.oid AND nn.nspname <> 'information_schema'
+    JOIN headers h ON h.relname = cc.relname AND h.nspname = nn.nspname
+    LEFT JOIN pg_index i ON i.indrelid = cc.oid
+    LEFT JOIN pg_class c2 ON c2.oid = i.indexrelid
+    WHERE cc.relkind = 'r'
+), estimates AS (
+    SELECT DISTINCT 'table' AS kind, schema, "table", NULL::name AS index,
+           greatest(reltuples, 0)::bigint AS tuples, relpages::bigint AS pages,
+           otta::bigint AS expected_pages, bs * relpages AS size_bytes,
+           CASE WHEN otta = 0 OR relpages = 0 OR relpages = otta THEN 0.0
+                ELSE relpages / otta::numeric END AS ratio,
+           CASE WHEN relpages < otta THEN 0 ELSE bs * (relpages - otta) END AS wasted_bytes
+    FROM rels
+    UNION ALL
+    SELECT 'index', schema, "table", index, greatest(ituples, 0)::bigint, ipages::bigint,
+           iotta::bigint, bs * ipages,
+           CASE WHEN iotta = 0 OR ipages = 0 OR ipages = iotta THEN 0.0
+                ELSE ipages / iotta::numeric END,
+           CASE WHEN ipages < iotta THEN 0 ELSE bs * (ipages - iotta) END
+    FROM rels WHERE index IS NOT NULL
+)
+SELECT kind, schema, "table", index, tuples, pages, expected_pages, size_bytes::bigint,
+       round(ratio, 1)::float8 AS ratio, wasted_bytes::bigint
+FROM estimates
+ORDER BY wasted_bytes DESC, schema, "table", index NULLS FIRST
+LIMIT %(limit)s
+"""
+
+
+def bloat(source: Source, limit: int | None = 20) -> pd.DataFrame:
+    """Estimated bloat of tables and indexes, most wasted bytes first (check_postgres'
+    statistics-based estimate: run ANALYZE first, or stale statistics mislead it)."""
+    return _frame(source, BLOAT_SQL, {"limit": _limit(limit)})
+
+
+# Per user table: autovacuum switched off in its reloptions, its dead-tuple counters, when it
+# was vacuumed, and when this database's statistics were last reset (pg_stat_reset() zeroes
+# n_dead_tup, so a bloated table can show none).
+VACUUM_SETTINGS_SQL = """
+SELECT s.schemaname AS schema, s.relname AS "table",
+       coalesce(lower(o.value) NOT IN ('false', 'off', 'no', '0'), true)
+           AS autovacuum_enabled,
+       s.n_live_tup AS live_tuples, s.n_dead_tup AS dead_tuples,
+       GREATEST(s.last_vacuum, s.last_autovacuum) AS last_vacuumed,
+       s.vacuum_count + s.autovacuum_count AS vacuums,
+       d.stats_reset
+FROM pg_stat_user_tables s
+JOIN pg_class c ON c.oid = s.relid
+LEFT JOIN LATERAL (SELECT split_part(opt, '=', 2) AS value
+                   FROM unnest(c.reloptions) AS opt
+                   WHERE split_part(opt, '=', 1) = 'autovacuum_enabled') o ON true
+LEFT JOIN pg_stat_database d ON d.datname = current_database()
+ORDER BY autovacuum_enabled, s.n_dead_tup DESC, schema, "table"
+"""
+
+
+def vacuum_settings(source: Source) -> pd.DataFrame:
+    """Each user table's autovacuum switch, dead tuples, last vacuum and the stats reset."""
+    return _frame(source, VACUUM_SETTINGS_SQL)
