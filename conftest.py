@@ -155,6 +155,22 @@ def pytest_collection_modifyitems(session: pytest.Session, config: pytest.Config
             item.add_marker(pytest.mark.postgres)
         elif not item.get_closest_marker("slow") and not _starts_processes(item.path):
             item.add_marker(pytest.mark.unit)
+    _schedule(items)
+
+
+def _group(item: pytest.Item) -> str:
+    mark = item.get_closest_marker("xdist_group")
+    return str(mark.args[0]) if mark is not None else item.nodeid
+
+
+def _schedule(items: list[pytest.Item]) -> None:
+    """The order xdist hands out work (with --no-loadscope-reorder): groups that wait
+    minutes (`long`) first, so the other workers run everything else meanwhile; then the
+    largest groups first, as xdist's own reorder would. Stable: a group keeps its order."""
+    sizes: dict[str, int] = {}
+    for item in items:
+        sizes[_group(item)] = sizes.get(_group(item), 0) + 1
+    items.sort(key=lambda i: (i.get_closest_marker("long") is None, -sizes[_group(i)]))
 
 
 _nbval_env: dict[str, str] = {}

@@ -32,5 +32,8 @@ def test_data_path_fails_where_typename_passes(healthy_sandbox, fault, said):
     found = service_checks.check_data_path(ctx)
     assert typename.status is Status.OK, typename.summary
     assert found.status is Status.CRITICAL, found.summary
-    assert found.evidence["errors"], found.evidence
+    # the GraphQL error, or (db-down on a loaded machine) no answer within the timeout while
+    # the server waits for its pool: either way the read through PostgreSQL failed
+    assert found.evidence["errors"] or (fault == "db-down"
+                                        and found.evidence["http_status"] is None), found.evidence
     assert said in found.summary

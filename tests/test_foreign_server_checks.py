@@ -273,3 +273,21 @@ def test_service_down_with_readiness_404(server, tmp_path, pg_cluster, pg_passwo
     reach = by["database.reachable"]
     assert not reach["evidence"].get("skipped"), reach
     assert reach["status"] == "ok"
+
+
+@pytest.mark.parametrize(("runbook", "check", "params"), [
+    ("connection-pool-exhaustion", "pool.gauges", ("-p", "observe_s", "1")),
+    ("high-query-latency", "latency.pool", ("-p", "window_s", "1")),
+])
+def test_pool_steps_on_other_metric_names(server, tmp_path, pg_cluster, pg_passwords,
+                                          runbook, check, params):
+    """/metrics answered, without the pool gauges: the step names the series it looked for,
+    never "no /metrics page" or "neither /metrics nor the admin API answered"."""
+    _v29(server)
+    inv = _inventory(server, tmp_path, pg_cluster, pg_passwords)
+    result, data = _run(runbook, inv, tmp_path / "reports", *params)
+    assert "Traceback" not in result.stderr
+    step = next(f for f in data["findings"] if f["check"] == check)
+    assert "fraiseql_db_pool_requests_waiting" in step["summary"], step
+    text = json.dumps(data)
+    assert "no /metrics page" not in text and "neither /metrics" not in text

@@ -16,7 +16,7 @@ from fraiseql_rb.checks import alert_rules
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.sandbox import exporter, manager
 
-pytestmark = [pytest.mark.drill,
+pytestmark = [pytest.mark.drill, pytest.mark.long,
               pytest.mark.skipif(not exporter.available(),
                                  reason="prometheus-postgres-exporter is not installed")]
 # WALArchivingFailing: nothing archived for 5 min + `for: 1m`; ReplicationLagHigh: 150 s of
@@ -34,10 +34,14 @@ def _prometheus(sb: manager.Sandbox) -> str:
 def test_both_nodes_are_scraped_and_no_password_is_written(healthy_sandbox) -> None:
     sb = manager.Sandbox.open(healthy_sandbox.root)
     assert len(exporter.urls(sb)) == 2
-    targets = httpx.get(f"{_prometheus(sb)}/api/v1/targets", timeout=5).json()["data"]
-    pg = [t for t in targets["activeTargets"] if t["labels"]["job"] == "postgres"]
-    assert len(pg) == 2
     deadline = time.monotonic() + 30
+    while True:  # a Prometheus started a moment ago may not have its targets yet
+        targets = httpx.get(f"{_prometheus(sb)}/api/v1/targets", timeout=5).json()["data"]
+        pg = [t for t in targets["activeTargets"] if t["labels"]["job"] == "postgres"]
+        if len(pg) == 2 or time.monotonic() > deadline:
+            break
+        time.sleep(1)
+    assert len(pg) == 2, targets["activeTargets"]
     while time.monotonic() < deadline:
         query = httpx.get(f"{_prometheus(sb)}/api/v1/query",
                           params={"query": 'pg_up{job="postgres"}'}, timeout=5).json()

@@ -318,8 +318,11 @@ def pool_gauges(ctx: RunContext, readings: int = 3, pause_s: float = 1.0) -> Fin
     except Exception as exc:  # noqa: BLE001
         admin, admin_error = {}, secrets.mask(str(exc))
     if not any(seen.values()) and not admin:
-        raise RuntimeError(f"neither /metrics ({scrape_error}) nor the admin API "
-                           f"({admin_error}) answered")
+        metrics_said = (f"/metrics did not answer ({scrape_error})" if scrape_error else
+                        f"/metrics answered without the pool gauges: "
+                        f"{metrics.unavailable(*GAUGES)}")
+        raise RuntimeError(f"{metrics_said}; the admin API gave no pool figures "
+                           f"({admin_error or 'no pool_max in its answer'})")
     worst = {"pool_active": max, "pool_idle": min, "pool_total": max, "pool_waiting": max,
              "pool_recommended_size": max}
     g = {name: (int(worst[name](v)) if v else None) for name, v in seen.items()}

@@ -562,7 +562,9 @@ def pool_pressure(ctx: RunContext, w: Window,
         raise RunbookError("neither the pool gauges nor PostgreSQL's connections could be read")
     facts = (f"{_g(waiting)} requests waiting, {_g(active)} of {size} pool connections in use"
              if waiting is not None or active is not None else
-             "the server's pool gauges are unavailable (no /metrics page)")
+             ("the server's pool gauges are unavailable: "
+              + (metrics.unavailable("pool_waiting", "pool_active") if w.last is not None
+                 else "no /metrics page was read")))
     facts += (f"; PostgreSQL {pg['connections']} of {pg['max_connections'] - pg['reserved']}"
               f" slots ({pg['share']:.0%})" if pg else "")
     if pg.get("idle_in_transaction"):
