@@ -345,6 +345,33 @@ CATALOGUE: dict[str, Limit] = {
     "failover_rpo_s": _l(300, "s", "§5.2 'Recovery Point Objective (RPO): 5 minutes' "
                          "(Tier 2)", "replica lag beyond this loses more than the objective",
                          "rpo_seconds"),
+    "dr_tier1_rto_s": _l(900, "s", "§5.2 'Tier 1 (Critical): RTO 15min, RPO 1min'",
+                         "tier 1: a restore slower than this misses the RTO"),
+    "dr_tier1_rpo_s": _l(60, "s", "§5.2 'Tier 1 (Critical): RTO 15min, RPO 1min'",
+                         "tier 1: losing more committed work than this misses the RPO"),
+    "dr_tier2_rto_s": _l(3600, "s", "§5.2 'Tier 2 (High): RTO 1hr, RPO 5min'",
+                         "tier 2: a restore slower than this misses the RTO"),
+    "dr_tier2_rpo_s": _l(300, "s", "§5.2 'Tier 2 (High): RTO 1hr, RPO 5min'",
+                         "tier 2: losing more committed work than this misses the RPO"),
+    "dr_tier3_rto_s": _l(14400, "s", "§5.2 'Tier 3 (Medium): RTO 4hr, RPO 1hr'",
+                         "tier 3: a restore slower than this misses the RTO"),
+    "dr_tier3_rpo_s": _l(3600, "s", "§5.2 'Tier 3 (Medium): RTO 4hr, RPO 1hr'",
+                         "tier 3: losing more committed work than this misses the RPO"),
+    "dr_tier4_rto_s": _l(86400, "s", "§5.2 'Tier 4 (Low): RTO 24hr, RPO 24hr'",
+                         "tier 4: a restore slower than this misses the RTO"),
+    "dr_tier4_rpo_s": _l(86400, "s", "§5.2 'Tier 4 (Low): RTO 24hr, RPO 24hr'",
+                         "tier 4: losing more committed work than this misses the RPO"),
+    "dr_default_tier": _l(2, "tier", "§5.2 'RTO: 1 hour, RPO: 5 minutes' is Tier 2",
+                          "the tier a DR runbook judges against unless told", "tier"),
+    "maximum_lag_bytes": _l(1024 * 1024, "bytes of WAL", "Patroni's maximum_lag_on_failover "
+                            "(default 1 MiB)", "a replica further behind than this is never "
+                            "promoted", "maximum_lag_bytes"),
+    "dump_retention_days": _l(30, "days", "§5.1 'find /backups -name fraiseql-*.sql -mtime "
+                              "+30 -delete'", "dumps older than this are deleted (only with "
+                              "execute=True)", "dump_retention_days"),
+    "config_retention_days": _l(90, "days", "§5.1 'find /backups -name config-*.tar.gz "
+                                "-mtime +90 -delete'", "config tarballs older than this are "
+                                "deleted (only with execute=True)", "config_retention_days"),
     "replica_caught_up_bytes": _l(1024 * 1024, "bytes of WAL", "WAL in flight on a streaming "
                                   "replica", "a replica this close to the primary is caught "
                                   "up whatever its time lag"),
@@ -503,6 +530,23 @@ AUTH_CONCENTRATION = _number("auth_concentration")
 AUTH_RATE_SAMPLE_S = _number("auth_rate_sample_s")
 FAILOVER_RPO_S = _number("failover_rpo_s")
 REPLICA_CAUGHT_UP_BYTES = int(_number("replica_caught_up_bytes"))
+
+
+@dataclass(frozen=True)
+class Tier:
+    """One §5.2 recovery tier: the objectives a restore or a failover is judged against."""
+
+    number: int
+    rto_s: float
+    rpo_s: float
+
+
+DR_TIERS = {n: Tier(n, _number(f"dr_tier{n}_rto_s"), _number(f"dr_tier{n}_rpo_s"))
+            for n in (1, 2, 3, 4)}
+DR_DEFAULT_TIER = int(_number("dr_default_tier"))
+MAXIMUM_LAG_BYTES = int(_number("maximum_lag_bytes"))
+DUMP_RETENTION_DAYS = int(_number("dump_retention_days"))
+CONFIG_RETENTION_DAYS = int(_number("config_retention_days"))
 REPLICA_DELAY_S = _pair("replica_delay_s")
 BLOAT_RATIO = _pair("bloat_ratio")
 BLOAT_WASTED_BYTES = _pair("bloat_wasted_bytes")
