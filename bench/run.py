@@ -1,16 +1,19 @@
 """Benchmarks for issue targets, measured in one run on this machine and printed.
 
   sandbox-up        wall time of `fraiseql-rb sandbox up` on a fresh directory (target < 15 s)
+  sandbox-backups   its step writing §5.1's backups (dumps, base backup, archives)
   papermill-floor   `papermill` CLI on a trivial notebook: kernel start + one cell
   service-health    `fraiseql-rb run service-health` against the sandbox
   ratio             service-health / floor (target <= 2.0)
 
-Usage: python3 bench/run.py [--repeat N]. Targets are reported, never asserted by tests.
+Usage: python3 bench/run.py [--repeat N] [--scale N]. `--scale` builds the sandbox with N times
+the data (`sandbox up --scale N`). Targets are reported, never asserted by tests.
 """
 
 from __future__ import annotations
 
 import argparse
+import re
 import shutil
 import statistics
 import subprocess
@@ -33,6 +36,19 @@ def timed(cmd: list[str], allowed: tuple[int, ...] = (0,), **kwargs) -> float:
     return time.perf_counter() - began
 
 
+def sandbox_up(cmd: list[str], results: dict[str, float]) -> None:
+    """`sandbox up`: its wall time, and the backups step's time from its progress lines."""
+    began = time.perf_counter()
+    done = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    results["sandbox_up_s"] = time.perf_counter() - began
+    if done.returncode != 0:
+        raise SystemExit(f"bench: sandbox up exited {done.returncode}: "
+                         f"{done.stderr.strip().splitlines()[-1:]}")
+    step = re.search(r"^sandbox: backups .*\(([\d.]+) s\)$", done.stderr, re.MULTILINE)
+    if step:
+        results["sandbox_backups_s"] = float(step.group(1))
+
+
 def trivial_notebook(path: Path) -> None:
     nb = nbformat.v4.new_notebook()
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
@@ -46,6 +62,7 @@ def trivial_notebook(path: Path) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeat", type=int, default=3)
+    parser.add_argument("--scale", type=int, default=1, help="sandbox up --scale N")
     args = parser.parse_args()
     work = Path(tempfile.mkdtemp(prefix="fraiseql-rb-bench-", dir="/tmp"))
     work.chmod(0o755)  # the PostgreSQL server account must traverse it
@@ -53,7 +70,8 @@ def main() -> int:
     cli = [sys.executable, "-m", "fraiseql_rb"]
     results: dict[str, float] = {}
     try:
-        results["sandbox_up_s"] = timed(cli + ["sandbox", "--dir", str(sandbox), "up"])
+        sandbox_up(cli + ["sandbox", "--dir", str(sandbox), "up", "--scale", str(args.scale)],
+                   results)
         inventory = sandbox / "inventory.toml"
         trivial_notebook(work / "trivial.ipynb")
         floor, health = [], []

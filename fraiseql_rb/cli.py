@@ -123,7 +123,8 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
     if args.sandbox_command == "up":
         info = manager.up(directory, audit_events=args.audit_events, seed=args.seed,
-                          replica=not args.no_replica, server_version=args.server_version)
+                          replica=not args.no_replica, server_version=args.server_version,
+                          scale=args.scale)
         print(info.inventory)
         return 0
     if args.sandbox_command == "down":
@@ -206,6 +207,9 @@ def build_parser() -> argparse.ArgumentParser:
                     "main or foreign (default: main, or the release the sandbox records)")
     up.add_argument("--no-replica", action="store_true",
                     help="a primary alone, without the streaming replica")
+    up.add_argument("--scale", type=int, default=1, metavar="N",
+                    help="multiply the generated data (audit events, users, posts) by N, "
+                    "e.g. to measure how restore time grows (default 1)")
     dn = ssub.add_parser("down", parents=[where], help="stop everything the sandbox runs")
     dn.add_argument("--purge", action="store_true", help="also delete the sandbox directory")
     ssub.add_parser("status", parents=[where], help="what runs, where")

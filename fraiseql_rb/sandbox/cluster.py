@@ -11,7 +11,7 @@ Layout under ``base_dir``::
     run/                    unix socket directory (private: mode 0700)
     logs/postgresql.log     server log (pg_ctl -l)
     wal_archive/            archive_command target
-    backups/                fraiseql-YYYYMMDD.dump
+    backups/                dumps, base backups, config and audit archives (see `backups`)
     certs/                  ca.crt, ca.key, server.crt, server.key
 
 PostgreSQL refuses to run as root, so as root the server programs run as ``postgres`` (or
@@ -231,6 +231,24 @@ def issue_server_cert(
     _write_private(files.server_key, _pem_key(key))
     files.server_cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     return files
+
+
+def _scale_rows(conn: psycopg.Connection[Any], scale: int) -> None:
+    """Add scale - 1 copies of every generated user and post (`sandbox up --scale N`), each
+    with its own id and e-mail, posts pointing at their own copy of their author."""
+    copies = {"copies": scale - 1}
+    conn.execute(
+        "INSERT INTO tb_user (id, email, name, created_at) "
+        "SELECT md5(u.id::text || '-' || k)::uuid, 'copy' || k || '.' || u.email, u.name, "
+        "u.created_at FROM tb_user AS u CROSS JOIN generate_series(1, %(copies)s) AS k "
+        "ORDER BY k, u.pk_user", copies)
+    conn.execute(
+        "INSERT INTO tb_post (id, fk_user, title, body, published_at) "
+        "SELECT md5(p.id::text || '-' || k)::uuid, c.pk_user, p.title, p.body, p.published_at "
+        "FROM tb_post AS p JOIN tb_user AS u ON u.pk_user = p.fk_user "
+        "CROSS JOIN generate_series(1, %(copies)s) AS k "
+        "JOIN tb_user AS c ON c.id = md5(u.id::text || '-' || k)::uuid "
+        "ORDER BY k, p.pk_post", copies)
 
 
 # --------------------------------------------------------------------------------------------
@@ -624,11 +642,16 @@ class Cluster:
         seed: int = 42,
         days: int = 30,
         now: dt.datetime | None = None,
+        scale: int = 1,
     ) -> dict[str, float]:
         """Create the fraiseql database, role, grants, schema and audit history.
 
-        Follows runbook section 2.1 step 1. Returns the seconds each phase took.
+        Follows runbook section 2.1 step 1. ``scale`` N makes N times the schema's users and
+        posts (copies of the generated rows with their own ids; the audit history still names
+        the first 200 users). Returns the seconds each phase took.
         """
+        if scale < 1:
+            raise ClusterError("scale must be 1 or more")
         if not app_password:
             raise ClusterError("app_password must not be empty")
         timings: dict[str, float] = {}
@@ -658,6 +681,8 @@ class Cluster:
                 conn.execute("CREATE EXTENSION IF NOT EXISTS pg_stat_statements")
             with conn.transaction():
                 conn.execute(schema)
+                if scale > 1:
+                    _scale_rows(conn, scale)
                 user = sql.Identifier(APP_USER)
                 conn.execute(sql.SQL("GRANT USAGE ON SCHEMA public TO {}").format(user))
                 conn.execute(sql.SQL("GRANT ALL ON ALL TABLES IN SCHEMA public TO {}")
@@ -670,27 +695,36 @@ class Cluster:
             timings["analyze"] = time.perf_counter() - began
         return timings
 
-    def dump(self, timeout: float = _CMD_TIMEOUT) -> Path:
-        """``pg_dump -Fc`` of fraiseql into backups/fraiseql-YYYYMMDD.dump, checked by pg_restore.
+    def dump(self, timeout: float = _CMD_TIMEOUT, *, path: Path | None = None,
+             plain: bool = False, exclude_table_data: tuple[str, ...] = ()) -> Path:
+        """``pg_dump`` of fraiseql, by default ``-Fc`` into backups/fraiseql-YYYYMMDD.dump.
 
-        The runbook's ``pg_dump fraiseql > x.sql`` makes plain SQL that its own verification
-        step (``pg_restore --list``) cannot read; the custom format is what makes it verifiable.
+        The custom format is checked by ``pg_restore --list``; ``plain`` writes the runbook's
+        ``pg_dump fraiseql > x.sql`` (SQL text, which that verification step cannot read).
+        ``exclude_table_data`` keeps those tables' definitions but not their rows. Written to
+        ``path`` (mode 0600) through a ``.partial`` file, so a failed dump leaves nothing.
         """
         self.backup_dir.mkdir(mode=0o700, exist_ok=True)
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d")
-        target = self.backup_dir / f"fraiseql-{stamp}.dump"
+        target = path or self.backup_dir / f"fraiseql-{stamp}.{'sql' if plain else 'dump'}"
         partial = target.with_name(target.name + ".partial")
-        self._run("pg_dump", [
-            self._bin("pg_dump"), "-Fc", "-h", str(self.run_dir), "-p", str(self.port),
-            "-U", SUPERUSER, "-d", APP_DB, "-f", str(partial),
-        ], timeout=timeout, as_server=False)
-        listing = self._run("pg_restore --list",
-                            [self._bin("pg_restore"), "--list", str(partial)],
-                            timeout=timeout, as_server=False).stdout
-        if "TABLE public tb_user" not in listing:
-            raise ClusterError(f"dump {partial} does not list table tb_user")
-        partial.chmod(0o600)  # a dump holds all the data: private like the rest
-        os.replace(partial, target)
+        excluded = [f"--exclude-table-data={table}" for table in exclude_table_data]
+        try:
+            self._run("pg_dump", [
+                self._bin("pg_dump"), "-Fp" if plain else "-Fc", *excluded,
+                "-h", str(self.run_dir), "-p", str(self.port), "-U", SUPERUSER, "-d", APP_DB,
+                "-f", str(partial),
+            ], timeout=timeout, as_server=False)
+            if not plain:
+                listing = self._run("pg_restore --list",
+                                    [self._bin("pg_restore"), "--list", str(partial)],
+                                    timeout=timeout, as_server=False).stdout
+                if "TABLE public tb_user" not in listing:
+                    raise ClusterError(f"dump {partial} does not list table tb_user")
+            partial.chmod(0o600)  # a dump holds all the data: private like the rest
+            os.replace(partial, target)
+        finally:
+            partial.unlink(missing_ok=True)
         return target
 
     def ready_segments(self) -> list[str]:

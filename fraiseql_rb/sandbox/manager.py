@@ -20,8 +20,8 @@ from typing import Any
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import isoformat, utcnow
 
+from . import backups, exporter, processes, prometheus, redis_server, server, traffic
 from . import cluster as pgcluster
-from . import exporter, processes, prometheus, redis_server, server, traffic
 from . import replica as pgreplica
 from .faults import FAULTS, heal, inject
 from .server import service
@@ -125,11 +125,14 @@ class UpResult:
 
 def up(root: Path, *, audit_events: int = 20_000, seed: int = 42,
        traffic_rps: float = traffic.DEFAULT_RPS, replica: bool = True,
-       server_version: str | None = None) -> UpResult:
+       server_version: str | None = None, scale: int = 1) -> UpResult:
     """Build (or restart) the sandbox; idempotent. `server_version`: the FraiseQL release
-    the stand-in emulates (None: main, or on an existing sandbox the one it records)."""
+    the stand-in emulates (None: main, or on an existing sandbox the one it records).
+    `scale` N multiplies the generated data (audit events, users and posts) by N."""
     if audit_events < 0:
         raise UsageError("--audit-events must be zero or more")
+    if scale < 1:
+        raise UsageError("--scale must be 1 or more")
     release = server.release_of(server_version)  # an unknown release: exit 64, nothing built
     sb = Sandbox.open(root)
     timings: dict[str, float] = {}
@@ -158,7 +161,7 @@ def up(root: Path, *, audit_events: int = 20_000, seed: int = 42,
         sb.write_secret(name, pysecrets.token_urlsafe(24))
     sb.state["server_release"] = release.name
     try:
-        _build(sb, audit_events, seed, timings, traffic_rps, replica)
+        _build(sb, audit_events * scale, seed, timings, traffic_rps, replica, scale)
     except BaseException:
         progress("build failed; stopping what was started")
         _stop_everything(sb)
@@ -178,11 +181,11 @@ def _step(timings: dict[str, float], name: str, func: Callable[[], Any]) -> Any:
 
 
 def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
-           traffic_rps: float, replica: bool = True) -> None:
+           traffic_rps: float, replica: bool = True, scale: int = 1) -> None:
     cl = pgcluster.Cluster(sb.root)
     sb.state.update({"created_at": isoformat(utcnow()), "pg_port": cl.port,
                      "server_port": pgcluster.free_port(), "audit_events": audit_events,
-                     "seed": seed, "faults": [],
+                     "seed": seed, "scale": scale, "faults": [],
                      "redis_port": pgcluster.free_port() if redis_server.available()
                      else None,
                      "prometheus_port": pgcluster.free_port() if prometheus.available()
@@ -192,8 +195,7 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
     _step(timings, "postgres start", cl.start)
     _step(timings, f"provision ({audit_events} audit events)",
           lambda: cl.provision(sb.secret("database_password"), audit_events=audit_events,
-                               seed=seed))
-    _step(timings, "backup (pg_dump -Fc)", cl.dump)
+                               seed=seed, scale=scale))
     _step(timings, "WAL archiving", lambda: cl.wait_archived(timeout=30))
     if replica:
         sb.state[pgreplica.STATE_PORT] = pgcluster.free_port()
@@ -208,6 +210,8 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
     server.write_config(sb)
     server.write_behaviour_faults(sb, {})
     write_inventory(sb)
+    _step(timings, "backups (dumps, base backup, config and audit archives)",
+          lambda: backups.make(sb))
     _step(timings, "stand-in server", lambda: server.start(sb))
     if sb.state["prometheus_port"]:
         _step(timings, "prometheus (7 days of history)", lambda: _setup_prometheus(sb))

@@ -10,6 +10,7 @@ Layout (besides the cluster's own, see `cluster`):
     server/certs/                the stand-in's TLS certificate (sandbox CA)
     server/faults.json           behaviour faults the stand-in reads (error-spike, ...)
     logs/                        fraiseql-server.log, postgresql.log, redis.log, traffic.log
+    .backup-stale/ .backup-corrupt/   what the backup faults hold aside (see `backups`)
 """
 
 from __future__ import annotations
