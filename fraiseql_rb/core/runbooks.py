@@ -8,7 +8,8 @@ unannotated values untyped; we need types to refuse a bad `-p` before a kernel s
 
 A parameter's constraint is declared once, as a bracketed suffix of its trailing comment
 (`samples = 5  # requests per endpoint [1..1000]`): `[LOW..HIGH]`, `[>0]`, `[>=0]`, `[<N]`,
-`[<=N]`, `[one of: a, b]` or a named format (`[duration]`, `[month]`, `[weekdays]`) checked by
+`[<=N]`, `[one of: a, b]` or a named format (`[duration]`, `[month]`, `[weekdays]`,
+`[timestamp]`) checked by
 the very parser the run uses. `fraiseql-rb list`, the README and `-p` all read it from there.
 Floats are always finite. Papermill skips a parameters line holding a second `=`, so in a
 notebook write `[0..100]` rather than `[>=0]`.
@@ -26,6 +27,7 @@ import re
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -67,6 +69,23 @@ def _weekdays(text: str) -> object:
     return timespec.parse_work_days(text)
 
 
+def utc_timestamp(text: str) -> datetime:
+    """`[timestamp]`: an ISO 8601 moment with its offset (`2026-01-26T14:00:00Z`, `+00:00`),
+    not in the future, as an aware UTC datetime. A time without an offset is refused rather
+    than guessed: a recovery target an hour off restores the wrong data."""
+    try:
+        moment = datetime.fromisoformat(text.strip())
+    except ValueError:
+        raise UsageError(f"{text!r} is not an ISO 8601 time such as "
+                         "2026-01-26T14:00:00Z") from None
+    if moment.tzinfo is None or moment.utcoffset() is None:
+        raise UsageError(f"{text!r} has no UTC offset: write it as {text.strip()}Z")
+    moment = moment.astimezone(UTC)
+    if moment > datetime.now(UTC):
+        raise UsageError(f"{text!r} is in the future")
+    return moment
+
+
 @dataclass(frozen=True)
 class Format:
     """A named string format: what to call it in an error, and the run-time parser that
@@ -80,6 +99,7 @@ FORMATS: dict[str, Format] = {
     "duration": Format("a Prometheus duration", _duration),
     "month": Format("a month as YYYY-MM", _month),
     "weekdays": Format("a set of weekdays", _weekdays),
+    "timestamp": Format("an ISO 8601 UTC time, not in the future", utc_timestamp),
 }
 
 
