@@ -39,7 +39,7 @@ from psycopg import sql
 from fraiseql_rb.checks import tls
 from fraiseql_rb.core.errors import UsageError
 
-from . import audit_data, holder, server
+from . import audit_data, backups, holder, server
 from . import cluster as pgcluster
 from . import replica as pgreplica
 from .state import Sandbox, SandboxError, progress
@@ -498,6 +498,26 @@ FAULTS: dict[str, Fault] = {
         _all_or_nothing(lambda sb: sb.cluster.break_archiving(),
                         lambda sb: sb.cluster.restore_archiving()),
         lambda sb: sb.cluster.restore_archiving()),
+    "backup-stale": Fault(
+        "the dumps of the two newest days (fraiseql-YYYYMMDD.sql and .dump) moved out of "
+        "backup_dir into the sandbox's .backup-stale/: no dump in the last 26 h (the daily "
+        "cron has stopped); healed, moved back with their times",
+        _all_or_nothing(backups.inject_stale, backups.heal_stale), backups.heal_stale),
+    "backup-corrupt": Fault(
+        "the newest custom dump (fraiseql-*.dump) and the newest audit archive (audit-*.gz) "
+        "truncated to half their size, file times kept: restoring the dump fails (its table "
+        "of contents at the start still lists) and gunzip -t fails; healed, the pristine "
+        "copies kept in .backup-corrupt/ restored byte for byte",
+        _all_or_nothing(backups.inject_corrupt, backups.heal_corrupt), backups.heal_corrupt),
+    "primary-down": Fault(
+        "the primary PostgreSQL stopped (pg_ctl stop -m fast); the stand-in stays up and "
+        "answers /health unhealthy, the replica waits for a primary; healed, the layout "
+        "`sandbox up` left: the primary started again, or, after the failover runbook "
+        "promoted the replica, the primary rebuilt from a base backup of the promoted node on "
+        "its own port with its own configuration, the replica rebuilt from it and streaming, "
+        "the server config restored from the failover's backup copy and the stand-in "
+        "restarted on it",
+        pgreplica.primary_down, pgreplica.primary_up),
 }
 
 

@@ -8,13 +8,18 @@ replication slot so the primary keeps the WAL the replica has not received while
 stopped or paused (the replica-down and replica-lag drills catch up on heal).
 
 Layout under `<sandbox>/replica/` (a `Cluster` of its own): pgdata/, run/, logs/.
+
+The primary-down drill stops the primary; its heal puts back what `sandbox up` left even
+after the failover runbook promoted the replica (see `primary_up`).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
 import re
+import shutil
 import signal
 import sys
 import time
@@ -23,7 +28,7 @@ from pathlib import Path
 import psycopg
 
 from . import cluster as pgcluster
-from . import processes
+from . import processes, server
 from .state import Sandbox, SandboxError
 
 DIR = "replica"
@@ -39,6 +44,12 @@ WRITER_APPLICATION = "fraiseql-rb-drill-writer"
 WRITER_INTERVAL_S = 1.0  # one small commit a second: a primary that "keeps writing slowly"
 WRITER_MAX_S = 3600  # a writer nobody healed stops by itself
 _HEAL_TIMEOUT_S = 30.0
+# The failover runbook's copy of the server config before it pointed the config at the
+# promoted replica (fraiseql_rb/dr/failover.py CONFIG_BACKUP_SUFFIX: the same convention).
+CONFIG_BACKUP_SUFFIX = ".pre-failover-"
+# The primary's own configuration, kept across the rebuild from the promoted node.
+_PRIMARY_CONF_FILES = ("postgresql.conf", "postgresql.auto.conf", "pg_hba.conf",
+                       "pg_ident.conf", pgcluster.CONF_FILE)
 
 
 def configured(sb: Sandbox) -> bool:
@@ -248,6 +259,123 @@ def bring_up(sb: Sandbox) -> None:
     node(sb).start()
     if sb.cluster.is_running():
         wait_streaming(sb)
+
+
+# ---- primary-down: the primary stopped; healed, the original layout even after a failover ----
+
+
+def primary_down(sb: Sandbox) -> None:
+    """primary-down: stop the primary (pg_ctl stop -m fast). The stand-in stays up and
+    answers /health unhealthy; the replica keeps what it received and waits for a primary."""
+    if not sb.cluster.is_running():
+        return
+    sb.cluster.stop("fast", timeout=20)
+
+
+def promoted(sb: Sandbox) -> bool:
+    """Has the replica left recovery (a failover promoted it)? A stopped replica without
+    standby.signal was promoted too."""
+    if not configured(sb):
+        return False
+    replica = node(sb)
+    if not replica.pgdata.exists():
+        return False
+    if replica.is_running():
+        with replica.connect() as conn:
+            row = conn.execute("SELECT pg_is_in_recovery()").fetchone()
+        return not (row and row[0])
+    return not (replica.pgdata / "standby.signal").exists()
+
+
+def config_backups(sb: Sandbox) -> list[Path]:
+    """The failover's backup copies of the server config, oldest first."""
+    config = sb.server_config
+    return sorted(config.parent.glob(config.name + CONFIG_BACKUP_SUFFIX + "*"))
+
+
+def restore_config(sb: Sandbox) -> bool:
+    """Put back the server config as it was before the first failover (its oldest backup
+    copy, moved over the config atomically); later copies are removed. True if it changed."""
+    copies = config_backups(sb)
+    if not copies:
+        return False
+    os.replace(copies[0], sb.server_config)
+    for extra in copies[1:]:
+        extra.unlink(missing_ok=True)
+    return True
+
+
+def primary_up(sb: Sandbox) -> None:
+    """Heal primary-down: the sandbox as `sandbox up` left it, whether or not a failover ran.
+
+    Not promoted: start the primary; the replica streams again. Promoted (the replica is a
+    primary now, on a new timeline, with the writes made since): the stand-in is stopped, a
+    base backup of the promoted node replaces the old primary's data directory (the primary's
+    own configuration files kept), the promoted node stops, the primary starts on its port,
+    and the replica is rebuilt from it (pg_basebackup -R, streaming through its slot). Then
+    the server config comes back from the failover's backup copy, and the stand-in is
+    (re)started on it."""
+    if promoted(sb):
+        _rebuild_after_failover(sb)
+    else:
+        _db_start(sb)
+        if configured(sb) and node(sb).is_running() and not _replay_paused(sb):
+            wait_streaming(sb)  # paused (replica-lag), it reconnects when replay resumes
+    if restore_config(sb) or server.pid(sb) is None:
+        server.stop(sb)
+        server.start(sb)
+
+
+def _replay_paused(sb: Sandbox) -> bool:
+    with node(sb).connect() as conn:
+        row = conn.execute("SELECT pg_is_in_recovery() AND pg_is_wal_replay_paused()"
+                           ).fetchone()
+    return bool(row and row[0])
+
+
+def _db_start(sb: Sandbox) -> None:
+    if not sb.cluster.is_running():
+        sb.cluster.start()
+
+
+def _rebuild_after_failover(sb: Sandbox) -> None:
+    primary, replica = sb.cluster, node(sb)
+    server.stop(sb)  # no write may reach the promoted node after its backup
+    replica.start()
+    if primary.is_running():  # a primary someone started again beside the promoted node
+        primary.stop("fast", timeout=20)
+    kept = {name: (primary.pgdata / name).read_bytes() for name in _PRIMARY_CONF_FILES
+            if (primary.pgdata / name).exists()}
+    old = primary.pgdata.with_name(primary.pgdata.name + ".before-failover-heal")
+    if old.exists():
+        shutil.rmtree(old)
+    os.replace(primary.pgdata, old)
+    try:
+        primary.pgdata.mkdir(mode=0o700)
+        primary._give_to_server(primary.pgdata)  # noqa: SLF001
+        primary._run("pg_basebackup", [  # noqa: SLF001
+            primary._bin("pg_basebackup"),  # noqa: SLF001
+            "-h", str(replica.run_dir), "-p", str(replica.port), "-U", pgcluster.SUPERUSER,
+            "-D", str(primary.pgdata), "-X", "stream", "-c", "fast", "--no-sync",
+        ])
+        for name in ("standby.signal", "recovery.signal", "postgresql.auto.conf"):
+            (primary.pgdata / name).unlink(missing_ok=True)
+        for name, data in kept.items():
+            (primary.pgdata / name).write_bytes(data)
+        primary._give_to_server(primary.pgdata)  # noqa: SLF001
+        replica.stop("fast", timeout=20)
+        primary.start()
+    except BaseException:
+        with contextlib.suppress(pgcluster.ClusterError):
+            primary.stop("immediate", timeout=20)
+        shutil.rmtree(primary.pgdata, ignore_errors=True)
+        os.replace(old, primary.pgdata)
+        raise
+    shutil.rmtree(old, ignore_errors=True)
+    if replica.is_running():
+        replica.stop("fast", timeout=20)
+    shutil.rmtree(replica.pgdata)
+    build(sb)
 
 
 def _write_slowly(root: Path) -> int:

@@ -10,6 +10,7 @@ import ssl
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +19,7 @@ import httpx
 from fraiseql_rb.core import secrets
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import isoformat, utcnow
+from fraiseql_rb.core.inventory import with_password
 
 from . import cluster as pgcluster
 from . import processes, traffic
@@ -116,7 +118,7 @@ def start(sb: Sandbox, *, wait: bool = True) -> int:
         return running
     release = release_of(sb.server_release)
     env = {**os.environ,
-           "DATABASE_URL": sb.app_database_url(),
+           "DATABASE_URL": configured_database_url(sb),
            "FRAISEQL_METRICS_TOKEN": sb.secret("metrics_token"),
            "FRAISEQL_ADMIN_TOKEN": sb.secret("admin_token")}
     proc = processes.spawn([sys.executable, "-m", SERVER_MODULE, "--config",
@@ -129,6 +131,20 @@ def start(sb: Sandbox, *, wait: bool = True) -> int:
     if wait:
         wait_healthy(sb, proc)
     return proc.pid
+
+
+def configured_database_url(sb: Sandbox) -> str:
+    """What the stand-in connects with: its config's `database_url` (the node the config
+    names, which the failover runbook rewrites) with the application role's password, which
+    never sits in the file, passed as DATABASE_URL as a unit's environment file would; the
+    primary's URL when the config names none."""
+    try:
+        configured = tomllib.loads(sb.server_config.read_text()).get("database_url")
+    except (OSError, tomllib.TOMLDecodeError):
+        configured = None
+    if not isinstance(configured, str) or not configured:
+        return sb.app_database_url()
+    return with_password(configured, sb.secret("database_password"))
 
 
 def wait_healthy(sb: Sandbox, proc: subprocess.Popen[bytes] | None = None) -> None:
