@@ -26,12 +26,13 @@ EXPECTED_ALERTS = {
     "HighQueryLatency": ("warning", "high-query-latency"),
     "LowCacheHitRatio": ("warning", "high-query-latency"),
     "ConnectionPoolNearCapacity": ("warning", "connection-pool-exhaustion"),
-    "WALArchivingFailing": ("critical", "config-preflight"),
+    "WALArchivingFailing": ("critical", "backup-verification"),
     "ReplicationLagHigh": ("critical", "database-unavailable"),
 }
 # the playbooks that fix something (alert-review only lists alerts)
 RUNBOOKS = {"service-down", "database-unavailable", "high-error-rate", "high-query-latency",
-            "memory-leak", "connection-pool-exhaustion", "config-preflight"}
+            "memory-leak", "connection-pool-exhaustion", "config-preflight",
+            "backup-verification"}
 
 
 def _promtool() -> str:

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from fraiseql_rb import incidents
+from fraiseql_rb import dr, incidents
 from fraiseql_rb.core import paths
 from fraiseql_rb.core.diagnosis import Vocabulary
 
@@ -20,15 +20,19 @@ REPO = Path(__file__).resolve().parent.parent
 README = (REPO / "README.md").read_text()
 CODE = re.compile(r"`([a-z_]+)`")
 
-MODULES = sorted(m.name for m in pkgutil.iter_modules(incidents.__path__))
+# every playbook with a diagnosis: the incident playbooks, and §5.2's failover
+SECTIONS = {m.name: "incidents" for m in pkgutil.iter_modules(incidents.__path__)}
+SECTIONS |= {m.name: "dr" for m in pkgutil.iter_modules(dr.__path__)
+             if hasattr(importlib.import_module(f"fraiseql_rb.dr.{m.name}"), "VOCABULARY")}
+MODULES = sorted(SECTIONS)
 
 
 def _module(name: str):
-    return importlib.import_module(f"fraiseql_rb.incidents.{name}")
+    return importlib.import_module(f"fraiseql_rb.{SECTIONS[name]}.{name}")
 
 
 def _notebook(name: str) -> dict:
-    return json.loads((paths.notebooks_dir() / "incidents" / f"{name}.ipynb").read_text())
+    return json.loads((paths.notebooks_dir() / SECTIONS[name] / f"{name}.ipynb").read_text())
 
 
 def _diagnosis_markdown(nb: dict) -> str:

@@ -363,6 +363,12 @@ CATALOGUE: dict[str, Limit] = {
                          "tier 4: losing more committed work than this misses the RPO"),
     "dr_default_tier": _l(2, "tier", "§5.2 'RTO: 1 hour, RPO: 5 minutes' is Tier 2",
                           "the tier a DR runbook judges against unless told", "tier"),
+    "dr_scratch_space_factor": _l(1.5, "× the base backup's size", "a restore replays WAL "
+                                  "into pg_wal beside the restored files (up to max_wal_size)",
+                                  "the DR drill starts only with this much free scratch space"),
+    "dr_server_start_wait_s": _l(30, "s", "§4.2 Service Down 'Wait 30s for health checks'",
+                                 "how long the DR drill's stand-in server on the restored "
+                                 "database has to answer /health"),
     "maximum_lag_bytes": _l(1024 * 1024, "bytes of WAL", "Patroni's maximum_lag_on_failover "
                             "(default 1 MiB)", "a replica further behind than this is never "
                             "promoted", "maximum_lag_bytes"),
@@ -372,6 +378,24 @@ CATALOGUE: dict[str, Limit] = {
     "config_retention_days": _l(90, "days", "§5.1 'find /backups -name config-*.tar.gz "
                                 "-mtime +90 -delete'", "config tarballs older than this are "
                                 "deleted (only with execute=True)", "config_retention_days"),
+    "promote_wait_s": _l(60, "s", "PostgreSQL's pg_promote(wait => true) default "
+                         "wait_seconds", "failover: how long the promotion waits for the "
+                         "replica to leave recovery"),
+    "config_backup_max_age_hours": _l(1.5, "hours", "§5.1 'Backup configuration (hourly)'",
+                                      "the newest config tarball older than an hour plus "
+                                      "slack for a late cron run"),
+    "wal_ready_age_s": _l(60, "s", "§5.1 'WAL archiving (continuous)': archive_command runs "
+                          "within seconds of a segment closing", "a WAL segment waiting this "
+                          "long for archive_command (a .ready file) is a warning"),
+    "scratch_start_timeout_s": _l(60, "s", "a fresh cluster starts in seconds; a restored one "
+                                  "replays WAL first", "a scratch cluster's initdb and start "
+                                  "(four times this for initdb)"),
+    "restore_timeout_s": _l(3600, "s", "§5.2 Tier 2 RTO of an hour: a test restore slower "
+                            "than that misses it anyway", "one test restore (pg_restore or "
+                            "psql) into a scratch cluster"),
+    "verify_statement_timeout_ms": _l(600_000, "ms", "count(*) and md5 of whole tables read "
+                                      "every row", "statement timeout of backup-verification's "
+                                      "counts and checksums on the source"),
     "replica_caught_up_bytes": _l(1024 * 1024, "bytes of WAL", "WAL in flight on a streaming "
                                   "replica", "a replica this close to the primary is caught "
                                   "up whatever its time lag"),
@@ -541,12 +565,28 @@ class Tier:
     rpo_s: float
 
 
-DR_TIERS = {n: Tier(n, _number(f"dr_tier{n}_rto_s"), _number(f"dr_tier{n}_rpo_s"))
-            for n in (1, 2, 3, 4)}
+DR_TIER1_RTO_S = _number("dr_tier1_rto_s")
+DR_TIER1_RPO_S = _number("dr_tier1_rpo_s")
+DR_TIER2_RTO_S = _number("dr_tier2_rto_s")
+DR_TIER2_RPO_S = _number("dr_tier2_rpo_s")
+DR_TIER3_RTO_S = _number("dr_tier3_rto_s")
+DR_TIER3_RPO_S = _number("dr_tier3_rpo_s")
+DR_TIER4_RTO_S = _number("dr_tier4_rto_s")
+DR_TIER4_RPO_S = _number("dr_tier4_rpo_s")
+DR_TIERS = {1: Tier(1, DR_TIER1_RTO_S, DR_TIER1_RPO_S), 2: Tier(2, DR_TIER2_RTO_S, DR_TIER2_RPO_S),
+            3: Tier(3, DR_TIER3_RTO_S, DR_TIER3_RPO_S), 4: Tier(4, DR_TIER4_RTO_S, DR_TIER4_RPO_S)}
 DR_DEFAULT_TIER = int(_number("dr_default_tier"))
 MAXIMUM_LAG_BYTES = int(_number("maximum_lag_bytes"))
 DUMP_RETENTION_DAYS = int(_number("dump_retention_days"))
 CONFIG_RETENTION_DAYS = int(_number("config_retention_days"))
+DR_SCRATCH_SPACE_FACTOR = _number("dr_scratch_space_factor")
+DR_SERVER_START_WAIT_S = _number("dr_server_start_wait_s")
+PROMOTE_WAIT_S = int(_number("promote_wait_s"))
+CONFIG_BACKUP_MAX_AGE_HOURS = _number("config_backup_max_age_hours")
+WAL_READY_AGE_S = _number("wal_ready_age_s")
+SCRATCH_START_TIMEOUT_S = _number("scratch_start_timeout_s")
+RESTORE_TIMEOUT_S = _number("restore_timeout_s")
+VERIFY_STATEMENT_TIMEOUT_MS = int(_number("verify_statement_timeout_ms"))
 REPLICA_DELAY_S = _pair("replica_delay_s")
 BLOAT_RATIO = _pair("bloat_ratio")
 BLOAT_WASTED_BYTES = _pair("bloat_wasted_bytes")
