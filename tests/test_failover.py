@@ -42,11 +42,18 @@ def _layout(root) -> dict:
     return state
 
 
+def _streaming(root) -> None:
+    """A test's baseline is taken once the replica streams: a fault healed just before (an
+    earlier module's replica-lag) may still be reconnecting."""
+    pgreplica.wait_streaming(Sandbox.open(root))
+
+
 def _executed(data: dict) -> list[dict]:
     return [a for a in data["actions"] if a["executed"]]
 
 
 def test_a_healthy_primary_is_never_failed_over_even_when_confirmed(healthy_sandbox):
+    _streaming(healthy_sandbox.root)
     before = _layout(healthy_sandbox.root)
     result = healthy_sandbox.run("failover", "--incident-id", "FO-1",
                                  "-p", "execute", "true", "-p", "confirm", "sandbox")
@@ -63,6 +70,7 @@ def test_a_healthy_primary_is_never_failed_over_even_when_confirmed(healthy_sand
 def test_a_down_service_over_a_live_primary_is_refused_not_failed_over(healthy_sandbox):
     """/health gives no answer (the server is down), the script of §5.2 would promote; the
     primary still answers, so promoting would make two primaries: refused."""
+    _streaming(healthy_sandbox.root)
     healthy_sandbox.fault("server-down")
     try:
         before = _layout(healthy_sandbox.root)
@@ -78,6 +86,7 @@ def test_a_down_service_over_a_live_primary_is_refused_not_failed_over(healthy_s
 
 
 def test_primary_down_dry_run_passes_the_gates_and_changes_nothing(healthy_sandbox):
+    _streaming(healthy_sandbox.root)
     healthy_sandbox.fault("primary-down")
     try:
         before = _layout(healthy_sandbox.root)
@@ -109,6 +118,7 @@ def test_primary_down_dry_run_passes_the_gates_and_changes_nothing(healthy_sandb
 
 
 def test_a_confirm_that_is_not_the_target_name_runs_nothing(healthy_sandbox):
+    _streaming(healthy_sandbox.root)
     healthy_sandbox.fault("primary-down")
     try:
         before = _layout(healthy_sandbox.root)
@@ -127,7 +137,9 @@ def test_a_confirm_that_is_not_the_target_name_runs_nothing(healthy_sandbox):
 
 def test_a_confirmed_failover_promotes_serves_and_heals_back(healthy_sandbox):
     root = healthy_sandbox.root
+    _streaming(root)
     before = _layout(root)
+    _streaming(healthy_sandbox.root)
     healthy_sandbox.fault("primary-down")
     try:
         result = healthy_sandbox.run("failover", "--incident-id", "FO-4",
@@ -169,6 +181,7 @@ def test_a_confirmed_failover_promotes_serves_and_heals_back(healthy_sandbox):
 
 
 def test_a_replica_behind_is_never_promoted(healthy_sandbox):
+    _streaming(healthy_sandbox.root)
     healthy_sandbox.fault("replica-lag")
     try:
         time.sleep(3)  # the drill's writer commits a row a second the replica does not replay

@@ -191,11 +191,17 @@ def make_base_backup(cl: pgcluster.Cluster, now: datetime) -> Path:
 
 
 def create_marker_table(cl: pgcluster.Cluster) -> None:
-    """The drill's marker table, empty, before any backup is taken."""
+    """The drill's marker table, empty, before any backup is taken; the application role
+    gets §2.1's ALL on it, as on every table of the schema."""
+    table = sql.Identifier("public", MARKER_TABLE)
     with cl.connect(pgcluster.APP_DB) as conn:
         conn.execute(sql.SQL("CREATE TABLE IF NOT EXISTS {} (id serial PRIMARY KEY, "
-                             "note text, at timestamptz DEFAULT now())").format(
-                                 sql.Identifier("public", MARKER_TABLE)))
+                             "note text, at timestamptz DEFAULT now())").format(table))
+        conn.execute(sql.SQL("GRANT ALL ON TABLE {} TO {}").format(
+            table, sql.Identifier(pgcluster.APP_USER)))
+        conn.execute(sql.SQL("GRANT ALL ON SEQUENCE {} TO {}").format(
+            sql.Identifier("public", f"{MARKER_TABLE}_id_seq"),
+            sql.Identifier(pgcluster.APP_USER)))
 
 
 def write_marker(cl: pgcluster.Cluster, note: str) -> None:

@@ -23,12 +23,13 @@ import shutil
 import signal
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import psycopg
 
+from . import backups, processes, server
 from . import cluster as pgcluster
-from . import processes, server
 from .state import Sandbox, SandboxError
 
 DIR = "replica"
@@ -312,9 +313,9 @@ def primary_up(sb: Sandbox) -> None:
     primary now, on a new timeline, with the writes made since): the stand-in is stopped, a
     base backup of the promoted node replaces the old primary's data directory (the primary's
     own configuration files kept), the promoted node stops, the primary starts on its port,
-    and the replica is rebuilt from it (pg_basebackup -R, streaming through its slot). Then
-    the server config comes back from the failover's backup copy, and the stand-in is
-    (re)started on it."""
+    and the replica is rebuilt from it (pg_basebackup -R, streaming through its slot), and a
+    new base backup is taken, as after any failover. Then the server config comes back from
+    the failover's backup copy, and the stand-in is (re)started on it."""
     if promoted(sb):
         _rebuild_after_failover(sb)
     else:
@@ -376,6 +377,11 @@ def _rebuild_after_failover(sb: Sandbox) -> None:
         replica.stop("fast", timeout=20)
     shutil.rmtree(replica.pgdata)
     build(sb)
+    # the old base backup ends on the old timeline, and the segment of the switch may never
+    # reach the archive: after a failover a new base backup starts the recovery chain again
+    base = backups.make_base_backup(primary, datetime.now(UTC))
+    backups.write_marker(primary, f"after {base.name}")
+    primary.wait_archived(timeout=30)
 
 
 def _write_slowly(root: Path) -> int:
