@@ -7,6 +7,7 @@ socket paths are limited to 107 bytes) on free ports, and are stopped and delete
 
 from __future__ import annotations
 
+import re
 import secrets
 import tempfile
 from collections.abc import Callable, Iterator
@@ -17,12 +18,15 @@ from typing import Any
 
 import pytest
 
-from fraiseql_rb.sandbox.cluster import APP_USER, Cluster
+from fraiseql_rb.core import inventory
+from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.sandbox.cluster import APP_USER, SUPERUSER, Cluster
 from fraiseql_rb.targets.pgbin import PgBinariesNotFound, pg_bindir
 
 __all__ = [
     "AuditSpec",
     "PgPasswords",
+    "ctx_for",
     "make_cluster",
     "pg_app_dsn",
     "pg_audit_spec",
@@ -126,3 +130,35 @@ def make_cluster(pg_passwords: PgPasswords) -> Iterator[Callable[..., Cluster]]:
     yield factory
     for cluster in made:
         cluster.destroy()
+
+
+def _no_password(url: str) -> str:
+    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1@", url, count=1)
+
+
+@pytest.fixture
+def ctx_for(monkeypatch, pg_passwords):
+    """A RunContext whose target points at given clusters (primary, admin URL, replica);
+    passwords come from the environment, as an operator's inventory names them."""
+    monkeypatch.setenv("T_APP_PW", pg_passwords.app)
+    monkeypatch.setenv("T_SU_PW", pg_passwords.superuser)
+
+    def build(cluster: Cluster, *, password_env: str = "T_APP_PW", dbname: str = "fraiseql",
+              sslmode: str | None = None, admin_dbname: str | None = "fraiseql",
+              replica: Cluster | None = None, url_params: dict | None = None,
+              runbook: str = "database-unavailable", **extra) -> RunContext:
+        raw = {"fraiseql_url": "http://127.0.0.1:9",
+               "database_url": _no_password(cluster.dsn(APP_USER, "x", dbname=dbname,
+                                                        sslmode=sslmode,
+                                                        **(url_params or {}))),
+               "database_password_env": password_env, **extra}
+        if admin_dbname:
+            raw["admin_database_url"] = _no_password(cluster.dsn(SUPERUSER, "x",
+                                                                 dbname=admin_dbname))
+            raw["admin_database_password_env"] = "T_SU_PW"
+        if replica is not None:
+            raw["replica_database_url"] = _no_password(replica.dsn(APP_USER, "x"))
+            raw["replica_database_password_env"] = "T_APP_PW"
+        return RunContext.adhoc(runbook, target=inventory.Target("t", raw))
+
+    return build

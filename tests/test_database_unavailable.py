@@ -6,7 +6,6 @@ shows the lag and the failover recommendation, which is recorded and never execu
 from __future__ import annotations
 
 import contextlib
-import re
 import socket
 import time
 
@@ -20,41 +19,10 @@ from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.diagnosis import conclude
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.incidents import database_unavailable as dbu
-from fraiseql_rb.sandbox.cluster import APP_USER, SUPERUSER, Cluster, free_port
+from fraiseql_rb.sandbox.cluster import APP_USER, free_port
 from fraiseql_rb.targets import postgres
 
 REPLICA_BUDGET_S = 15.0  # the replica test skips itself when building one takes longer
-
-
-def _no_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1@", url, count=1)
-
-
-@pytest.fixture
-def ctx_for(monkeypatch, pg_passwords):
-    """A RunContext whose target points at given clusters; passwords come from the env."""
-    monkeypatch.setenv("T_APP_PW", pg_passwords.app)
-    monkeypatch.setenv("T_SU_PW", pg_passwords.superuser)
-
-    def build(cluster: Cluster, *, password_env: str = "T_APP_PW", dbname: str = "fraiseql",
-              sslmode: str | None = None, admin_dbname: str | None = "fraiseql",
-              replica: Cluster | None = None, url_params: dict | None = None,
-              **extra) -> RunContext:
-        raw = {"fraiseql_url": "http://127.0.0.1:9",
-               "database_url": _no_password(cluster.dsn(APP_USER, "x", dbname=dbname,
-                                                        sslmode=sslmode,
-                                                        **(url_params or {}))),
-               "database_password_env": password_env, **extra}
-        if admin_dbname:
-            raw["admin_database_url"] = _no_password(cluster.dsn(SUPERUSER, "x",
-                                                                 dbname=admin_dbname))
-            raw["admin_database_password_env"] = "T_SU_PW"
-        if replica is not None:
-            raw["replica_database_url"] = _no_password(replica.dsn(APP_USER, "x"))
-            raw["replica_database_password_env"] = "T_APP_PW"
-        return RunContext.adhoc("database-unavailable", target=inventory.Target("t", raw))
-
-    return build
 
 
 def run_playbook(ctx: RunContext, *, timeout_s: float = 5, rpo_seconds: float = 300):

@@ -21,14 +21,13 @@ import pytest
 from pg_replica import make_replica, wait_replayed
 
 from fraiseql_rb.checks import database
-from fraiseql_rb.core import inventory, thresholds
-from fraiseql_rb.core.context import RunContext
+from fraiseql_rb.core import thresholds
 from fraiseql_rb.core.findings import Finding, Status
 from fraiseql_rb.dashboards import database as dashboard
 from fraiseql_rb.dashboards import open_board
 from fraiseql_rb.incidents import database_unavailable as dbu
 from fraiseql_rb.preflight import operational_checklist
-from fraiseql_rb.sandbox.cluster import APP_USER, SUPERUSER, Cluster
+from fraiseql_rb.sandbox.cluster import SUPERUSER, Cluster
 
 CHECK_POSTGRES = shutil.which("check_postgres")
 pytestmark = pytest.mark.skipif(
@@ -62,31 +61,6 @@ def at_least(ours: Finding, theirs: Status, output: str) -> None:
     assert RANK[ours.status] >= RANK[theirs], (
         f"{ours.check} says {ours.status.value} ({ours.summary}) where check_postgres says "
         f"{theirs.value}: {output}")
-
-
-def _no_password(url: str) -> str:
-    return re.sub(r"(://[^:/@]+):[^@]*@", r"\1@", url, count=1)
-
-
-@pytest.fixture
-def ctx_for(monkeypatch, pg_passwords):
-    """A RunContext whose target points at the given clusters; passwords from the env."""
-    monkeypatch.setenv("T_APP_PW", pg_passwords.app)
-    monkeypatch.setenv("T_SU_PW", pg_passwords.superuser)
-
-    def build(cluster: Cluster, *, replica: Cluster | None = None,
-              runbook: str = "config-preflight") -> RunContext:
-        raw = {"fraiseql_url": "http://127.0.0.1:9",
-               "database_url": _no_password(cluster.dsn(APP_USER, "x")),
-               "database_password_env": "T_APP_PW",
-               "admin_database_url": _no_password(cluster.dsn(SUPERUSER, "x")),
-               "admin_database_password_env": "T_SU_PW"}
-        if replica is not None:
-            raw["replica_database_url"] = _no_password(replica.dsn(APP_USER, "x"))
-            raw["replica_database_password_env"] = "T_APP_PW"
-        return RunContext.adhoc(runbook, target=inventory.Target("t", raw))
-
-    return build
 
 
 # -- 1. replication delay in time, not only bytes ------------------------------------------
@@ -133,7 +107,8 @@ def test_paused_replay_is_never_within_the_rpo(paused_replica, ctx_for):
 
     replica_step = dbu.check_replica(ctx)
     judged_paused(replica_step)
-    judged_paused(database.check_replication(ctx_for(primary, replica=replica)))
+    judged_paused(database.check_replication(
+        ctx_for(primary, replica=replica, runbook="config-preflight")))
     board = open_board(ctx_for(primary, replica=replica, runbook="database-dashboard"), "1h")
     judged_paused(dashboard.check_replication(board))
     assert replica_step.evidence["lag_s"] >= 4, replica_step.summary
@@ -147,8 +122,8 @@ def test_paused_replay_is_never_within_the_rpo(paused_replica, ctx_for):
     ctx = ctx_for(primary, replica=replica, runbook="database-unavailable")
     dbu.check_connection(ctx)
     replica_step = dbu.check_replica(ctx, rpo_seconds=3)
-    preflight = database.check_replication(ctx_for(primary, replica=replica),
-                                           warning_s=1, critical_s=3)
+    preflight = database.check_replication(
+        ctx_for(primary, replica=replica, runbook="config-preflight"), warning_s=1, critical_s=3)
     for ours in (replica_step, preflight):
         at_least(ours, theirs, output)
         assert "replay paused" in ours.summary
@@ -293,7 +268,7 @@ def test_failing_archiving_is_caught_where_the_peer_misses_it(make_cluster, ctx_
     # here, and our verdict must be right.
     theirs, output = peer("archive_ready", [cluster], "--warning=1", "--critical=2")
     assert theirs is Status.OK, f"the peer's known defect seems fixed: {output}"
-    ours = database.check_wal_archiving(ctx_for(cluster))
+    ours = database.check_wal_archiving(ctx_for(cluster, runbook="config-preflight"))
     assert ours.status is Status.CRITICAL and "archiving is failing" in ours.summary
 
     # the peers.md workaround, when this check_postgres takes it: --lsfunc lists the right
