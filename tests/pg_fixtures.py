@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import re
 import secrets
+import shutil
 import tempfile
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -21,6 +22,7 @@ import pytest
 from fraiseql_rb.core import inventory
 from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.sandbox.cluster import APP_USER, SUPERUSER, Cluster
+from fraiseql_rb.targets import scratch
 from fraiseql_rb.targets.pgbin import PgBinariesNotFound, pg_bindir
 
 __all__ = [
@@ -32,6 +34,7 @@ __all__ = [
     "pg_audit_spec",
     "pg_cluster",
     "pg_passwords",
+    "scratch_root",
 ]
 
 
@@ -162,3 +165,17 @@ def ctx_for(monkeypatch, pg_passwords):
         return RunContext.adhoc(runbook, target=inventory.Target("t", raw))
 
     return build
+
+
+@pytest.fixture
+def scratch_root(monkeypatch) -> Iterator[Path]:
+    """A test's own scratch root (targets/scratch.py), short (unix socket paths are limited)
+    and under /tmp (as root, the postgres account must reach it: pytest's tmp_path is 0700);
+    the test fails if a scratch directory is left behind in it."""
+    base = Path(tempfile.mkdtemp(prefix="frb-s-", dir="/tmp"))
+    base.chmod(0o755)
+    monkeypatch.setenv(scratch.ENV_VAR, str(base))
+    yield base
+    left = sorted(p.name for p in base.iterdir())
+    shutil.rmtree(base, ignore_errors=True)
+    assert not left, f"scratch left behind: {left}"

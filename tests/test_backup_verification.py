@@ -8,10 +8,8 @@ import hashlib
 import io
 import json
 import os
-import shutil
 import subprocess
 import tarfile
-import tempfile
 import time
 from pathlib import Path
 
@@ -23,7 +21,6 @@ from fraiseql_rb.core.context import RunContext
 from fraiseql_rb.core.findings import Status
 from fraiseql_rb.dr import backup_verification as bv
 from fraiseql_rb.sandbox.cluster import APP_DB, SUPERUSER
-from fraiseql_rb.targets import scratch
 
 DAY = 86400
 CLOSED_URL = "postgresql://nobody@127.0.0.1:1/fraiseql?connect_timeout=1"
@@ -46,17 +43,6 @@ def plain_dump(path: Path, complete: bool = True) -> Path:
         text += "\n--\n-- PostgreSQL database dump complete\n--\n\n"
     path.write_text(text)
     return path
-
-
-@pytest.fixture
-def own_scratch(monkeypatch):
-    base = Path(tempfile.mkdtemp(prefix="frb-bv-", dir="/tmp"))
-    base.chmod(0o755)
-    monkeypatch.setenv(scratch.ENV_VAR, str(base))
-    yield base
-    left = sorted(p.name for p in base.iterdir())
-    shutil.rmtree(base, ignore_errors=True)
-    assert not left, f"scratch left behind: {left}"
 
 
 # -- the newest dump --------------------------------------------------------------------------
@@ -121,7 +107,7 @@ def target_of(cluster, passwords, backup_dir: Path) -> dict:
 @pytest.mark.parametrize("fmt,name", [("c", "fraiseql-20260101.dump"),
                                       ("p", "fraiseql-20260101.sql")])
 def test_restore_of_a_fresh_dump_matches_the_source(pg_cluster, pg_passwords, tmp_path,
-                                                     own_scratch, fmt, name):
+                                                     scratch_root, fmt, name):
     dump_of(pg_cluster, tmp_path / name, fmt)
     ctx = ctx_for(target_of(pg_cluster, pg_passwords, tmp_path))
     restore, counts, sums = bv.check_test_restore(ctx)
@@ -135,7 +121,7 @@ def test_restore_of_a_fresh_dump_matches_the_source(pg_cluster, pg_passwords, tm
 
 
 def test_a_truncated_dump_is_critical_with_pg_restores_message(pg_cluster, pg_passwords,
-                                                               tmp_path, own_scratch):
+                                                               tmp_path, scratch_root):
     dump = dump_of(pg_cluster, tmp_path / "fraiseql-20260101.dump")
     os.truncate(dump, dump.stat().st_size // 2)
     ctx = ctx_for(target_of(pg_cluster, pg_passwords, tmp_path))
@@ -143,11 +129,11 @@ def test_a_truncated_dump_is_critical_with_pg_restores_message(pg_cluster, pg_pa
     assert found.status is Status.CRITICAL
     assert "fraiseql-20260101.dump" in found.summary and "pg_restore" in found.summary
     assert "pg_restore: error" in found.evidence["tool_message"]
-    # own_scratch asserts that no scratch directory is left
+    # scratch_root asserts that no scratch directory is left
 
 
 def test_changes_since_the_dump_are_info_and_a_missing_table_critical(
-        make_cluster, pg_passwords, tmp_path, own_scratch):
+        make_cluster, pg_passwords, tmp_path, scratch_root):
     cluster = make_cluster(provision=True, audit_events=200)
     dump_of(cluster, tmp_path / "fraiseql-20260101.dump")
     with cluster.connect(APP_DB) as conn:
@@ -168,7 +154,7 @@ def test_changes_since_the_dump_are_info_and_a_missing_table_critical(
     assert "public.tb_new_since_dump" in counts.summary
 
 
-def test_an_emptied_key_table_is_critical(make_cluster, pg_passwords, tmp_path, own_scratch):
+def test_an_emptied_key_table_is_critical(make_cluster, pg_passwords, tmp_path, scratch_root):
     cluster = make_cluster(provision=True, audit_events=50)
     with cluster.connect(APP_DB) as conn:
         conn.execute("CREATE TABLE tb_thing (pk_thing int PRIMARY KEY)")

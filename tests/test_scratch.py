@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import shutil
 import subprocess
-import tempfile
 from pathlib import Path
 
 import pytest
@@ -13,20 +12,14 @@ from fraiseql_rb.targets import pgbin, scratch
 
 
 @pytest.fixture(autouse=True)
-def _own_root(monkeypatch):
-    """Each test's scratch root is its own, short (unix socket paths are limited) and under
-    /tmp (as root, the postgres account must reach it: pytest's tmp_path is 0700)."""
+def _own_root(scratch_root):
+    """Each test gets its own scratch root (pg_fixtures.scratch_root), which fails the test
+    if anything is left behind in it."""
     try:
         pgbin.pg_bindir()
     except pgbin.PgBinariesNotFound as exc:
         pytest.skip(str(exc))
-    base = Path(tempfile.mkdtemp(prefix="frb-s-", dir="/tmp"))
-    base.chmod(0o755)
-    monkeypatch.setenv(scratch.ENV_VAR, str(base))
-    yield base
-    left = sorted(p.name for p in base.iterdir())
-    shutil.rmtree(base, ignore_errors=True)
-    assert not left, f"left behind in the scratch root: {left}"
+    return scratch_root
 
 
 def postgres_running_on(pgdata: Path) -> bool:
