@@ -369,6 +369,9 @@ def test_a_critical_finding_never_ends_in_none(vocabulary):
     assert "nothing wrong" not in found.summary and "pool.connections" in found.summary
     if vocabulary.unexplained:
         assert found.evidence["root_cause"] == vocabulary.unexplained != "none"
+    else:  # nor does its next step say there is nothing to do
+        assert found.remediation != vocabulary.remediation["none"], found.remediation
+        assert "pool.connections" in found.remediation
 
 
 def test_pool_without_pg_stat_activity_is_unknown():

@@ -96,16 +96,22 @@ def conclude(ctx: RunContext, vocabulary: Vocabulary, candidates: list[Candidate
     reason = top.reason if top else (
         "no candidate cause is supported by the evidence" if code not in HEALTHY_CODES
         else "the checks found nothing wrong")
+    remediation = vocabulary.remediation[code]
     critical = contradicting(ctx) if code in HEALTHY_CODES else []
     if critical:  # a healthy verdict may never contradict a critical finding
         code = vocabulary.unexplained or code
         status = Status.CRITICAL
         reason = ("no cause in this playbook's vocabulary explains the critical finding(s): "
                   + "; ".join(f"{f.check}: {f.summary}" for f in critical[:3]))
+        # nor may its next step say there is nothing to do: the findings' own steps instead
+        own = list(dict.fromkeys(f.remediation for f in critical if f.remediation))
+        remediation = (vocabulary.remediation[code] if code not in HEALTHY_CODES
+                       else "; ".join(own[:2]) or f"read the critical finding(s): "
+                       f"{', '.join(f.check for f in critical[:3])}")
     table = pd.DataFrame([{"code": c.code, "score": round(c.score, 2), "reason": c.reason}
                           for c in ranked]) if ranked else None
     return ctx.record(
         "diagnosis", status, f"root cause: {code} — {reason}",
         {"root_cause": code, "candidates": [c.to_dict() for c in ranked],
          "vocabulary": sorted(vocabulary.remediation)},
-        vocabulary.remediation[code], table=table)
+        remediation, table=table)
