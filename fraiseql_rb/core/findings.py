@@ -28,6 +28,11 @@ ARTIFACT_DIR_MODE = 0o750
 PROVENANCE_KEYS = ("run_by", "fraiseql_rb_version", "notebook_sha256")
 
 
+# A change runbook records the phase it enters under this check (checks/change.py), so that
+# the runner can say which phase an interrupted change had reached.
+PHASE_CHECK = "change.phase"
+
+
 class Status(StrEnum):
     OK = "ok"
     WARNING = "warning"

@@ -9,7 +9,7 @@ unannotated values untyped; we need types to refuse a bad `-p` before a kernel s
 A parameter's constraint is declared once, as a bracketed suffix of its trailing comment
 (`samples = 5  # requests per endpoint [1..1000]`): `[LOW..HIGH]`, `[>0]`, `[>=0]`, `[<N]`,
 `[<=N]`, `[one of: a, b]` or a named format (`[duration]`, `[month]`, `[weekdays]`,
-`[timestamp]`) checked by
+`[timestamp]`, `[version]`, `[directory]`) checked by
 the very parser the run uses. `fraiseql-rb list`, the README and `-p` all read it from there.
 Floats are always finite. Papermill skips a parameters line holding a second `=`, so in a
 notebook write `[0..100]` rather than `[>=0]`.
@@ -86,6 +86,31 @@ def utc_timestamp(text: str) -> datetime:
     return moment
 
 
+_VERSION = re.compile(r"^v?\d+\.\d+(?:\.\d+)?(?:[-+][0-9A-Za-z.-]+)?$")
+
+
+def release_version(text: str) -> str:
+    """`[version]`: a release as X.Y or X.Y.Z (a leading v and a -suffix allowed) or `main`;
+    what an upgrade or a rollback is told to install, so a typo stops before anything."""
+    value = text.strip()
+    if value != "main" and not _VERSION.match(value):
+        raise UsageError(f"{text!r} is not a release version such as 2.14.1 (or main)")
+    return value.removeprefix("v")
+
+
+def new_directory(text: str) -> Path:
+    """`[directory]`: an absolute path that does not exist yet or is an empty directory,
+    under a parent that exists; where a change creates files, it never lands on old ones."""
+    path = Path(text.strip())
+    if not text.strip() or not path.is_absolute():
+        raise UsageError(f"{text!r} is not an absolute path")
+    if path.exists() and (not path.is_dir() or any(path.iterdir())):
+        raise UsageError(f"{text!r} exists and is not an empty directory")
+    if not path.parent.is_dir():
+        raise UsageError(f"the parent of {text!r} does not exist")
+    return path
+
+
 @dataclass(frozen=True)
 class Format:
     """A named string format: what to call it in an error, and the run-time parser that
@@ -100,6 +125,8 @@ FORMATS: dict[str, Format] = {
     "month": Format("a month as YYYY-MM", _month),
     "weekdays": Format("a set of weekdays", _weekdays),
     "timestamp": Format("an ISO 8601 UTC time, not in the future", utc_timestamp),
+    "version": Format("a release version such as 2.14.1, or main", release_version),
+    "directory": Format("an absolute path to a new or empty directory", new_directory),
 }
 
 

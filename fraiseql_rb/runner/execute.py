@@ -29,7 +29,14 @@ from fraiseql_rb.core.errors import (
     InventoryError,
     UsageError,
 )
-from fraiseql_rb.core.findings import EXIT_CODE, FindingsLog, Status, isoformat, utcnow
+from fraiseql_rb.core.findings import (
+    EXIT_CODE,
+    PHASE_CHECK,
+    FindingsLog,
+    Status,
+    isoformat,
+    utcnow,
+)
 from fraiseql_rb.runner import engine, interruption
 
 CELL_TIMEOUT_S = int(os.environ.get("FRAISEQL_RB_CELL_TIMEOUT", thresholds.CELL_TIMEOUT_S))
@@ -204,11 +211,18 @@ def _finalise(path: Path, error: BaseException | None, stop: interruption.Guard,
     """Re-read what the kernel recorded, add the interruption or the error, mask, close."""
     log = FindingsLog.from_file(path)
     if stop.interrupted:
+        entered = log.latest(PHASE_CHECK)
+        phase = entered.evidence.get("phase") if entered is not None else None
+        where = (f"; the change had reached its {phase} phase (see the findings of that "
+                 "phase for what ran)" if phase else "")
         log.record("run.interrupted", Status.UNKNOWN,
                    f"the run was interrupted by {stop.signal_name} at {stop.at}; the checks "
-                   "after that point did not run",
-                   {"signal": stop.signal_name, "exit_code": stop.exit_code},
-                   "rerun the runbook to complete it; findings above this one stand")
+                   f"after that point did not run{where}",
+                   {"signal": stop.signal_name, "exit_code": stop.exit_code,
+                    **({"phase": phase} if phase else {})},
+                   "rerun the runbook to complete it; findings above this one stand"
+                   + (f"; check the target's state after an interrupted {phase} phase "
+                      "before rerunning a change" if phase else ""))
     elif error is not None and not any(f.check == "notebook.error" for f in log.findings):
         message = getattr(error, "evalue", None) or describe_error(error)
         log.record("notebook.error", Status.UNKNOWN,
