@@ -113,7 +113,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
         # the inventory's status/logs/restart commands: keep them quick, import little
         from .sandbox import server
 
-        return server.service(directory, args.action, lines=args.lines)
+        return server.service(directory, args.action, args.values, lines=args.lines)
     if args.sandbox_command == "node":
         from .sandbox import replica
 
@@ -220,7 +220,11 @@ def build_parser() -> argparse.ArgumentParser:
     svc = ssub.add_parser("service", parents=[where],
                           help="control the stand-in server, as systemctl would "
                           "(used by the inventory's restart/status/logs commands)")
-    svc.add_argument("action", choices=["start", "stop", "restart", "status", "logs"])
+    svc.add_argument("action", choices=["start", "stop", "restart", "status", "logs",
+                                        "upgrade", "rollback", "scale"])
+    svc.add_argument("values", nargs="*", metavar="VALUE",
+                     help="upgrade/rollback: the release; scale: out, or in and the "
+                     "instance URL")
     svc.add_argument("--lines", type=int, default=50, help="log lines to show")
     nd = ssub.add_parser("node", parents=[where],
                          help="start or stop one PostgreSQL node (the inventory's "

@@ -22,7 +22,8 @@ import pytest
 REPO = Path(__file__).resolve().parent.parent
 PACKAGE = REPO / "fraiseql_rb"
 NOTEBOOKS = REPO / "notebooks"
-SECTIONS = ("preflight", "monitoring", "incidents", "security", "dashboards", "dr")
+SECTIONS = ("preflight", "monitoring", "incidents", "security", "dashboards", "dr",
+            "maintenance")
 # what each layer may import from the package, besides itself
 LAYERS = {
     "core": set(),

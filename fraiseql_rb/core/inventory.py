@@ -119,6 +119,8 @@ SCHEMA: dict[str, KeyType] = {
     "upgrade_command": COMMAND,
     "rollback_command": COMMAND,
     "scale_command": COMMAND,
+    # planned changes (§2.2 step 2, §7.1): confiture's migrations and where it runs from
+    "migrations_dir": PATH,
     # the failover's nodes (the sandbox writes them; replica_*_url/_file follow key_type)
     "replica_data_dir": PATH,
     "replica_primary_data_dir": PATH,

@@ -451,6 +451,11 @@ CATALOGUE: dict[str, Limit] = {
                     "outside working time", "working days", "work_days"),
     "top_n": _l(10, "rows", "enough to act on, short enough to read",
                 "addresses, users, statements listed", "top_n"),
+    # -- §7.2 database maintenance (database-maintenance) -------------------------------------
+    # -- §2.2 step 2 migrations (schema-migration) ----------------------------------------------
+    # -- §7.1 patching (patch-upgrade) ----------------------------------------------------------
+    # -- §6.1 horizontal scaling (scale-out) -----------------------------------------------------
+    # -- §6.2 read replicas (read-replica) ------------------------------------------------------
 }
 
 
@@ -601,6 +606,11 @@ WORK_START_HOUR = int(_number("work_start_hour"))
 WORK_END_HOUR = int(_number("work_end_hour"))
 WORK_DAYS = str(CATALOGUE["work_days"].value)
 TOP_N = int(_number("top_n"))
+# §7.2 database maintenance
+# §2.2 step 2 migrations
+# §7.1 patching
+# §6.1 horizontal scaling
+# §6.2 read replicas
 
 # The five §6.1 signals by name, for dashboards that walk all of them.
 SCALE_UP = {

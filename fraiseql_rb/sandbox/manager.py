@@ -56,6 +56,11 @@ def write_inventory(sb: Sandbox) -> None:
         "restart_command": sb.cli_command("service", "restart"),
         "status_command": sb.cli_command("service", "status"),
         "logs_command": sb.cli_command("service", "logs"),
+        # planned changes: the release to install or go back to, and one instance more/less
+        "upgrade_command": sb.cli_command("service", "upgrade") + " {version}",
+        "rollback_command": sb.cli_command("service", "rollback") + " {version}",
+        "scale_command": sb.cli_command("service", "scale") + " {direction} {instance}",
+        "migrations_dir": str(sb.root / "migrations"),
         **_replica_entries(sb),
     }
     lines = ["# Written by `fraiseql-rb sandbox up`; secrets are files beside this one.",

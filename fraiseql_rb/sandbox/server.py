@@ -186,13 +186,26 @@ def restart(sb: Sandbox, *, release: str | None = None) -> int:
     return started
 
 
-def service(root: Path, action: str, *, lines: int = 50) -> int:
+def service(root: Path, action: str, values: list[str] | None = None, *,
+            lines: int = 50) -> int:
     """systemctl-like control of the stand-in: what the inventory's commands call.
 
-    Exit codes follow systemctl: `status` is 0 when running and 3 when not.
+    Exit codes follow systemctl: `status` is 0 when running and 3 when not. `upgrade V` and
+    `rollback V` (upgrade_command, rollback_command) restart it as release V; `scale out`
+    and `scale in URL` (scale_command) add or remove one more stand-in.
     """
     sb = Sandbox.open(root)
     sb.require()
+    values = list(values or [])
+    if action in ("upgrade", "rollback"):
+        if len(values) != 1:
+            raise UsageError(f"service {action} takes one release, e.g. 2.14.1")
+        print(f"{action} to {values[0]}: restarted, pid {restart(sb, release=values[0])}")
+        return 0
+    if action == "scale":
+        from . import instances
+
+        return instances.scale(sb, values)
     if action == "start":
         print(f"started, pid {start(sb)}")
         return 0
