@@ -16,6 +16,7 @@ proven rather than assumed. The test restore itself belongs to the DR runbooks.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import subprocess
@@ -530,3 +531,81 @@ def _rpo_from_archive(ctx: RunContext, rpo: thresholds.Tier, error: str) -> Find
                       f"RPO of {human_age(rpo.rpo_s)}", evidence,
                       "run the database-unavailable playbook" if status is Status.CRITICAL
                       else None)
+
+
+# -- a fresh dump before a planned change (§7.1 step 5, §2.2 step 2) --------------------------
+
+def split_password(url: str) -> tuple[str, str | None]:
+    """A libpq URL without its password, and the password: pg_dump gets the password in its
+    own environment (PGPASSWORD), never on a command line that `ps` or an action shows."""
+    params = psycopg.conninfo.conninfo_to_dict(url)
+    password = params.pop("password", None)
+    return psycopg.conninfo.make_conninfo(**params), (str(password) if password else None)
+
+
+@check("backup.fresh_dump")
+def take_fresh_dump(ctx: RunContext, why: str, *, schema_only: bool = False,
+                    kind: str | None = None,
+                    timeout_s: float = thresholds.RESTORE_TIMEOUT_S) -> Finding:
+    """A dump taken right before a change, so that the change can be undone whatever
+    happens (§7.1 step 5 "Backup", the migration's safety net). It is a pre-check: a failed
+    dump stops the change. Taken only when the change may run (execute=True); a dry run
+    records the command. Written into the target's backup_dir (else the run's directory) as
+    `pre-<runbook>-<UTC time>.dump` (custom format, so `pg_restore --list` reads it), with
+    its size and SHA-256. `kind` picks the URL (default: admin_database when the inventory
+    has one, else database)."""
+    kind = kind or ("admin_database" if ctx.target.get("admin_database_url") else "database")
+    url, password = split_password(ctx.target.database_url(kind))
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    folder = ctx.target.get("backup_dir")
+    if folder:
+        directory = Path(str(folder))
+    else:
+        opened = ctx.log.open()
+        directory = opened.parent if opened is not None else Path.cwd()
+    path = directory / f"pre-{ctx.runbook}-{stamp}.dump"
+    argv = [str(pgbin.pg_bin("pg_dump")), "-Fc", *(["--schema-only"] if schema_only else []),
+            "-f", str(path), "--dbname", url]
+    shown = " ".join(argv[:-1] + [f"'{secrets.mask(url)}'"])
+    evidence: dict[str, Any] = {"path": str(path), "schema_only": schema_only, "why": why,
+                                "command": shown}
+    if not ctx.execute:
+        print(repr(ctx.action("fresh_dump", shown, executed=False)))
+        return ctx.result(Status.INFO, f"dry run: the dump before the change ({why}) would be "
+                          f"written to {path}", evidence | {"taken": False})
+    if not directory.is_dir():
+        return ctx.result(Status.CRITICAL, f"cannot take the dump: {directory} is not a "
+                          "directory", evidence | {"taken": False},
+                          "create the backup directory (or fix backup_dir) and rerun")
+    env = secrets.clean_environment() | ({"PGPASSWORD": password} if password else {})
+    began = time.monotonic()
+    try:
+        done = subprocess.run(argv, capture_output=True, text=True, timeout=timeout_s,
+                              env=env, stdin=subprocess.DEVNULL)
+        error = secrets.mask(done.stderr.strip().splitlines()[-1]) if done.returncode else ""
+    except subprocess.TimeoutExpired:
+        error = f"pg_dump did not finish within {timeout_s:g} s"
+    elapsed = round(time.monotonic() - began, 2)
+    size = path.stat().st_size if path.is_file() else 0
+    ok = not error and size > 0
+    digest = sha256_of(path) if ok else None
+    ctx.action("fresh_dump", shown, executed=True,
+               result={"ok": ok, "bytes": size, "sha256": digest, "elapsed_s": elapsed,
+                       **({"error": error} if error else {})})
+    evidence |= {"taken": ok, "bytes": size, "sha256": digest, "elapsed_s": elapsed}
+    if not ok:
+        path.unlink(missing_ok=True)  # half a dump is worse than none: it looks like one
+        return ctx.result(Status.CRITICAL, f"the dump before the change failed: "
+                          f"{error or 'pg_dump wrote nothing'}; the change stops here",
+                          evidence | {"error": error}, "fix what stopped pg_dump (disk "
+                          "space, permissions, the connection) and rerun")
+    return ctx.result(Status.OK, f"dump taken before the change: {path.name}, "
+                      f"{size:,} bytes in {elapsed:g} s (sha256 {digest[:12]}…)", evidence)
+
+
+def sha256_of(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
