@@ -564,9 +564,14 @@ def take_fresh_dump(ctx: RunContext, why: str, *, schema_only: bool = False,
         opened = ctx.log.open()
         directory = opened.parent if opened is not None else Path.cwd()
     path = directory / f"pre-{ctx.runbook}-{stamp}.dump"
+    for n in range(2, 100):  # a second dump in the same second never replaces the first
+        if not path.exists():
+            break
+        path = directory / f"pre-{ctx.runbook}-{stamp}-{n}.dump"
+    partial = path.with_name(path.name + ".partial")  # renamed once pg_dump succeeded
     argv = [str(pgbin.pg_bin("pg_dump")), "-Fc", *(["--schema-only"] if schema_only else []),
-            "-f", str(path), "--dbname", url]
-    shown = " ".join(argv[:-1] + [f"'{secrets.mask(url)}'"])
+            "-f", str(partial), "--dbname", url]
+    shown = " ".join(argv[:-1] + [f"'{secrets.mask(url)}'"]).replace(str(partial), str(path))
     evidence: dict[str, Any] = {"path": str(path), "schema_only": schema_only, "why": why,
                                 "command": shown}
     if not ctx.execute:
@@ -586,15 +591,17 @@ def take_fresh_dump(ctx: RunContext, why: str, *, schema_only: bool = False,
     except subprocess.TimeoutExpired:
         error = f"pg_dump did not finish within {timeout_s:g} s"
     elapsed = round(time.monotonic() - began, 2)
-    size = path.stat().st_size if path.is_file() else 0
+    size = partial.stat().st_size if partial.is_file() else 0
     ok = not error and size > 0
+    if ok:
+        partial.rename(path)
     digest = sha256_of(path) if ok else None
     ctx.action("fresh_dump", shown, executed=True,
                result={"ok": ok, "bytes": size, "sha256": digest, "elapsed_s": elapsed,
                        **({"error": error} if error else {})})
     evidence |= {"taken": ok, "bytes": size, "sha256": digest, "elapsed_s": elapsed}
     if not ok:
-        path.unlink(missing_ok=True)  # half a dump is worse than none: it looks like one
+        partial.unlink(missing_ok=True)  # half a dump is worse than none: it looks like one
         return ctx.result(Status.CRITICAL, f"the dump before the change failed: "
                           f"{error or 'pg_dump wrote nothing'}; the change stops here",
                           evidence | {"error": error}, "fix what stopped pg_dump (disk "

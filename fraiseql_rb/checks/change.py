@@ -13,7 +13,10 @@ change (no upgrade after a failed backup), and the reason is a finding.
 
 from __future__ import annotations
 
+import contextlib
+import os
 import shlex
+import signal
 import subprocess
 import time
 from collections.abc import Iterable, Mapping
@@ -191,16 +194,7 @@ def run_command(ctx: RunContext, key: str, action: str, *,
         return CommandOutcome(key, command, False)
     print(f"running {key}: {secrets.mask(command)}", flush=True)
     began = time.monotonic()
-    try:
-        done = subprocess.run(command, shell=True, capture_output=True, text=True,
-                              timeout=timeout_s, stdin=subprocess.DEVNULL,
-                              env=secrets.clean_environment(), start_new_session=True)
-        returncode: int | None = done.returncode
-        text = (done.stdout or "") + (done.stderr or "")
-    except subprocess.TimeoutExpired as exc:
-        returncode = None
-        text = "".join(part.decode(errors="replace") if isinstance(part, bytes) else
-                       (part or "") for part in (exc.stdout, exc.stderr))
+    returncode, text = _run_group(command, timeout_s)
     elapsed = round(time.monotonic() - began, 2)
     output = tuple(secrets.mask(line) for line in text.strip().splitlines()[-OUTPUT_LINES:])
     outcome = CommandOutcome(key, command, True, returncode, elapsed, output,
@@ -209,6 +203,23 @@ def run_command(ctx: RunContext, key: str, action: str, *,
                result={"returncode": returncode, "timed_out": outcome.timed_out,
                        "elapsed_s": elapsed, "output": list(output[-5:])})
     return outcome
+
+
+def _run_group(command: str, timeout_s: float) -> tuple[int | None, str]:
+    """Run `command` through the shell in its own process group; at the timeout the whole
+    group is killed (a shell's children too, which would otherwise hold the pipes open),
+    and the exit code is None."""
+    proc = subprocess.Popen(command, shell=True, stdout=subprocess.PIPE,
+                            stderr=subprocess.STDOUT, text=True, stdin=subprocess.DEVNULL,
+                            env=secrets.clean_environment(), start_new_session=True)
+    try:
+        out, _ = proc.communicate(timeout=timeout_s)
+        return proc.returncode, out or ""
+    except subprocess.TimeoutExpired:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        out, _ = proc.communicate()
+        return None, out or ""
 
 
 def command_failed(ctx: RunContext, outcome: CommandOutcome, what: str,
