@@ -11,6 +11,7 @@ CONDA_NAMES = {
     "prometheus-client": ["prometheus_client"],
     "redis": ["redis-py"],
     "pgserver": None,  # conda supplies the postgresql server itself
+    "fraiseql-confiture": None,  # PyPI only: the pip step (-e .[dev]) installs it
 }
 
 
