@@ -394,6 +394,28 @@ CSRF_ATTACK = _Burst("csrf_attack", "csrf_failure", CSRF_ATTACK_EVENTS, offset=1
 SQLI_ATTACK = _Burst("sqli_attack", "sql_injection_attempt", SQLI_ATTACK_EVENTS, offset=2)
 
 
+# ---- bad-release ----------------------------------------------------------------------------
+
+
+def _bad_release(sb: Sandbox) -> None:
+    """Remember the release running now: every other one the stand-in is switched to (a
+    patch upgrade) fails its reads; this one (the rollback) works. Injected twice, the
+    first release is kept."""
+    current = server.read_behaviour_faults(sb)
+    if not isinstance(current.get("bad-release"), dict):
+        _behaviour("bad-release", {"release": sb.server_release})(sb)
+
+
+def _bad_release_heal(sb: Sandbox) -> None:
+    """Clear the flag and, when the stand-in runs another release than at injection (an
+    upgrade that was not rolled back), restart it on that one: the sandbox ends as it was."""
+    flag = server.read_behaviour_faults(sb).get("bad-release")
+    _behaviour("bad-release", None)(sb)
+    release = flag.get("release") if isinstance(flag, dict) else None
+    if release and release != sb.server_release:
+        server.restart(sb, release=release)
+
+
 # ---- cert-expired ---------------------------------------------------------------------------
 
 
@@ -476,6 +498,14 @@ FAULTS: dict[str, Fault] = {
         "the stand-in's observer runtime has stopped: /health answers 200 `degraded` with "
         "an `observers` block (running false, last_error); the database is fine",
         _behaviour("observer-fail", {}), _behaviour("observer-fail", None)),
+    "bad-release": Fault(
+        "the next release the stand-in is switched to (service upgrade V, any release but the "
+        "one running at injection) answers /health healthy with its version, but every "
+        "GraphQL read fails: its statements select a column the views lack (column "
+        "v_post.summary does not exist), as a release expecting a migration that never ran; "
+        "the release running at injection (the rollback) works; healed, the flag cleared and "
+        "the stand-in restarted on that release if it runs another",
+        _bad_release, _bad_release_heal),
     "cert-expired": Fault(
         "the server's TLS certificate replaced by one that expired yesterday (clients that "
         "verify refuse the handshake)",

@@ -20,7 +20,17 @@ from typing import Any
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import isoformat, utcnow
 
-from . import backups, exporter, processes, prometheus, redis_server, server, traffic
+from . import (
+    backups,
+    exporter,
+    instances,
+    processes,
+    prometheus,
+    redis_server,
+    schema_migrations,
+    server,
+    traffic,
+)
 from . import cluster as pgcluster
 from . import replica as pgreplica
 from .faults import FAULTS, heal, inject
@@ -214,6 +224,7 @@ def _build(sb: Sandbox, audit_events: int, seed: int, timings: dict[str, float],
     server.issue_certificate(sb)
     server.write_config(sb)
     server.write_behaviour_faults(sb, {})
+    schema_migrations.install(sb.root)  # confiture's migrations, pending
     write_inventory(sb)
     _step(timings, "backups (dumps, base backup, config and audit archives)",
           lambda: backups.make(sb))
@@ -229,6 +240,7 @@ def _stop_everything(sb: Sandbox) -> None:
     traffic.stop(sb)
     prometheus.stop(sb.state.get("prometheus_pid"))
     sb.state["prometheus_pid"] = None
+    instances.stop_all(sb)  # scale-out's extra stand-ins
     server.stop(sb)
     redis_server.stop(sb)
     exporter.stop_all(sb)
@@ -291,6 +303,7 @@ def status(root: Path) -> StatusReport:
         "server": (f"running, {sb.server_url}, pid {server_pid}, release "
                    f"{server.release_of(sb.server_release).show()}" if server_pid
                    else "stopped"),
+        "instances": instances.status_line(sb),
         "redis": ("not installed" if not sb.state.get("redis_port") else
                   f"running, port {sb.state['redis_port']}" if redis_server.pid(sb)
                   else "stopped"),

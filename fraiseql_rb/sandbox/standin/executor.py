@@ -42,6 +42,7 @@ if TYPE_CHECKING:
     from .app import App
 
 MAX_SLOW_QUERY_MS = 60_000  # the slow-query drill's delay never exceeds a minute
+BAD_RELEASE_COLUMN = "summary"  # what the bad-release drill's release expects in each view
 _META_FIELDS = ("__typename", "__schema", "__type")
 
 
@@ -83,8 +84,9 @@ def execute(app: App, op: OperationDefinitionNode, variables: Mapping[str, Any],
     slow = app.faults.current().get("slow-query")
     delay_ms = (int_setting(slow, "delay_ms", 1000, 0, MAX_SLOW_QUERY_MS)
                 if isinstance(slow, dict) else 0)
+    missing = missing_column(app)
     cache_key = None
-    if db_fields and app.settings.cache_enabled and not delay_ms:
+    if db_fields and app.settings.cache_enabled and not delay_ms and not missing:
         cache_key = json.dumps([query, raw_variables, operation_name], sort_keys=True,
                                default=str)
         cached = app.cache.get(cache_key)
@@ -94,7 +96,7 @@ def execute(app: App, op: OperationDefinitionNode, variables: Mapping[str, Any],
         app.metrics.add(cache_misses=1)
     if len(db_fields) > 1:
         app.metrics.add(multi_root_queries_total=1)
-    rows = _fetch(app, db_fields, delay_ms) if db_fields else {}
+    rows = _fetch(app, db_fields, delay_ms, missing) if db_fields else {}
     data: dict[str, Any] = {}
     for p in planned:
         f, key = p.field, response_key(p.field)
@@ -194,10 +196,22 @@ def _introspection_schema(app: App) -> dict[str, Any]:
             "types": introspection_types(app.schema), "directives": []}
 
 
-def _fetch(app: App, fields: list[_Planned], delay_ms: int = 0) -> dict[str, list[Any]]:
+def missing_column(app: App) -> str | None:
+    """The ``bad-release`` drill: a release other than the one running when the fault was
+    injected reads a column its migration would have added, which this database lacks."""
+    flag = app.faults.current().get("bad-release")
+    if isinstance(flag, dict) and flag.get("release") not in (None, app.release.name):
+        return BAD_RELEASE_COLUMN
+    return None
+
+
+def _fetch(app: App, fields: list[_Planned], delay_ms: int = 0,
+           missing: str | None = None) -> dict[str, list[Any]]:
     """One statement per root field. With `delay_ms` (the slow-query drill) each statement
     first sleeps inside PostgreSQL, in a one-time InitPlan, so the time is spent in the
-    database and shows in pg_stat_activity and pg_stat_statements, not only here."""
+    database and shows in pg_stat_activity and pg_stat_statements, not only here. With
+    `missing` (the bad-release drill) each also selects that column of its view, and
+    PostgreSQL refuses it: `column v_post.summary does not exist`."""
     out: dict[str, list[Any]] = {}
     try:
         with app.db.pool.connection() as conn:
@@ -209,11 +223,15 @@ def _fetch(app: App, fields: list[_Planned], delay_ms: int = 0) -> dict[str, lis
                 if delay_ms:
                     where = sql.SQL(" WHERE (SELECT true FROM pg_sleep(%s))")
                     params.append(delay_ms / 1000)
-                stmt = sql.SQL("SELECT data FROM {}{} LIMIT %s").format(view, where)
+                columns = sql.SQL("data")
+                if missing:
+                    columns = sql.SQL("data, {}").format(
+                        sql.Identifier(*p.query.view.split("."), missing))
+                stmt = sql.SQL("SELECT {} FROM {}{} LIMIT %s").format(columns, view, where)
                 params.append(p.limit)
                 if p.offset:
-                    stmt = sql.SQL("SELECT data FROM {}{} LIMIT %s OFFSET %s").format(
-                        view, where)
+                    stmt = sql.SQL("SELECT {} FROM {}{} LIMIT %s OFFSET %s").format(
+                        columns, view, where)
                     params.append(p.offset)
                 t0 = time.perf_counter()
                 try:

@@ -16,6 +16,11 @@ Each flag is ``name: {settings}``; the stand-in acts on these (anything else is 
 - ``oidc-down`` ``{}``: the discovery document and the JWKS answer 503.
 - ``observer-fail`` ``{"events_processed": N, "errors": E}`` (both optional): the observer
   runtime has stopped, so /health says ``degraded`` (200) with an ``observers`` block.
+- ``bad-release`` ``{"release": R}``: a stand-in emulating any release but R (the one running
+  when the fault was injected) selects a column its views lack in every GraphQL read, so each
+  fails with PostgreSQL's ``column v_post.summary does not exist`` (``DATABASE_ERROR``, 500),
+  uncached. /health stays ``healthy`` with the new version: the real server's health check
+  only connects (routes/health.rs), it runs none of the schema's queries.
 """
 
 from __future__ import annotations

@@ -18,7 +18,8 @@ server's history (repository fraiseql/fraiseql, tags v2.9.0 and v2.14.1, and mai
   ttl_secs, message}``; main answers ``{caches: [{cache, configured, entries_count, hits,
   misses, ttl_secs, max_entries}], message}`` (routes/api/admin.rs, #941).
 - ``/health`` ``version`` is the crate version (``CARGO_PKG_VERSION``): 2.9.0, 2.14.1; main
-  was 2.15.0 on its way out, which the stand-in reports as ``2.15.0-standin``. ``degraded``
+  was 2.15.0 on its way out, which the stand-in reports as ``2.15.0-standin``
+  (so an upgrade or a rollback to ``2.15.0`` or ``2.15.0-standin`` names main). ``degraded``
   with an ``observers`` block exists in all three (routes/health.rs).
 
 ``foreign`` is no FraiseQL release: a server that is not v2, or v2 behind a proxy that
@@ -92,5 +93,18 @@ def resolve(text: str | None) -> Release:
             return RELEASES["2.9"]
         if patch is not None and f"{line}.{patch}" in RELEASES:
             return RELEASES[f"{line}.{patch}"]
+    by_version = _by_version(name)
+    if by_version is not None:
+        return by_version
     raise UnknownRelease(f"unknown FraiseQL release {name!r}: the stand-in emulates "
                          f"{', '.join(RELEASES)} (2.9 also as 2.9.x or 2.9.0)")
+
+
+def _by_version(text: str) -> Release | None:
+    """The release whose /health `version` `text` names, as an upgrade or a rollback is told
+    it: exactly (``2.15.0-standin``), or its release number alone (``2.15.0`` names main)."""
+    wanted = text.removeprefix("v")
+    for release in RELEASES.values():
+        if release.version and wanted in (release.version, release.version.split("-")[0]):
+            return release
+    return None
