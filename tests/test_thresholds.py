@@ -30,10 +30,17 @@ NOT_THRESHOLDS = {
     "job": "a Prometheus job name",
     "explain_query": "a query", "rules_path": "a file", "config_path": "a file",
     "probe_query": "a query",
+    "schedule": "which §7.2 schedule", "tables": "which tables to maintain",
     "pool_max": "the deployment's pool size (None: read it)",
     "samples": "sampling effort, judges nothing",
     "probes": "sampling effort, judges nothing",
     "sample_interval_s": "sampling effort, judges nothing",
+    "target_version": "which release to install", "severity": "which SLA applies",
+    "released_at": "when the patch was published",
+    "direction": "which way to scale", "instance": "which instance to remove",
+    "data_dir": "where a new standby goes", "port": "where a new standby listens",
+    "slot_name": "a replication slot's name", "checkpoint": "pg_basebackup's checkpoint mode",
+    "to_version": "which migration to stop at",
 }
 
 # Where README states a threshold: (phrase with {} where the number stands, catalogue key,

@@ -450,3 +450,16 @@ def check_replication(ctx: RunContext,
     return ctx.result(Status.INFO,
                       "no streaming replica (the target is not marked HA; §1.1 recommends "
                       "one for production)", evidence)
+
+
+def bloat_level(ratio: float, wasted_bytes: float) -> Status:
+    """check_postgres bloat's grading with the catalogue's levels: beyond BOTH the ratio and
+    the wasted bytes of a level (a small table twice its size wastes nothing worth a lock).
+    The database dashboard and database-maintenance grade with this one rule."""
+    if (ratio > thresholds.BLOAT_RATIO.critical
+            and wasted_bytes > thresholds.BLOAT_WASTED_BYTES.critical):
+        return Status.CRITICAL
+    if (ratio > thresholds.BLOAT_RATIO.warning
+            and wasted_bytes > thresholds.BLOAT_WASTED_BYTES.warning):
+        return Status.WARNING
+    return Status.OK

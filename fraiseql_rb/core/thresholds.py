@@ -95,19 +95,22 @@ CATALOGUE: dict[str, Limit] = {
         "PostgreSQL refuses sessions beyond max_connections (SQLSTATE 53300)",
         "connections at this share of max_connections: critical", "connections_critical"),
     "cpu_used.warning": _l(0.70, "fraction of CPU", "§6.1 'CPU: > 70% sustained for 10min'",
-                           "CPU use above this, sustained, is a reason to scale up"),
+                           "CPU use above this, sustained, is a reason to scale up",
+                           "scale-out:cpu_warning"),
     "cpu_used.critical": _l(0.90, "fraction of CPU",
                             "no headroom left for a spike while a new instance starts",
                             "CPU use above this is critical"),
     "cpu_sustained_min": _l(10, "minutes", "§6.1 'sustained for 10min'",
                             "shorter CPU bursts are not a reason to scale"),
     "memory_used.warning": _l(0.75, "fraction of memory", "§6.1 'Memory: > 75% used'",
-                              "host memory use above this is a reason to scale up"),
+                              "host memory use above this is a reason to scale up",
+                              "scale-out:memory_warning"),
     "memory_used.critical": _l(0.90, "fraction of memory",
                                "no headroom left for a spike while a new instance starts",
                                "host memory use above this is critical"),
     "disk_used.warning": _l(0.80, "fraction used", "§6.1 'Disk: > 80% used'",
-                            "disk use above this is a reason to scale up"),
+                            "disk use above this is a reason to scale up",
+                            "scale-out:disk_warning"),
     "disk_used.critical": _l(0.90, "fraction used", "90 % leaves no room for WAL and dumps",
                              "disk use above this is critical"),
     "cache_hit_ratio_min": _l(0.7, "ratio", "§3.2 LowCacheHitRatio: fraiseql_cache_hit_ratio "
@@ -176,6 +179,9 @@ CATALOGUE: dict[str, Limit] = {
     "command_timeout_s": _l(60.0, "s", "DESIGN: every command has a timeout; a status or log "
                             "command answers in seconds", "status_command, logs_command and "
                             "restart_command each"),
+    "command_output_lines": _l(10, "lines", "enough of a failed command's output to see why "
+                               "(the error is usually last), short enough to read in a "
+                               "finding", "kept of a failed change command's output"),
     "prometheus_timeout_s": _l(10.0, "s", "a range query over a week answers in well under a "
                                "second on a healthy Prometheus", "each Prometheus API request"),
     "promtool_timeout_s": _l(30.0, "s", "promtool checks a rules file in well under a second",
@@ -187,6 +193,10 @@ CATALOGUE: dict[str, Limit] = {
     "cell_timeout_s": _l(600, "s", "DESIGN: a runbook ends; the longest cell samples for "
                          "minutes (memory-leak window_s up to 14400 sets its own)",
                          "one notebook cell (FRAISEQL_RB_CELL_TIMEOUT overrides)"),
+    "kernel_start_attempts": _l(2, "attempts", "a kernel that dies or stays silent while "
+                                "starting on a loaded machine starts the next time; no cell "
+                                "ran, so nothing is repeated", "kernel starts before a run "
+                                "fails as unknown"),
     "interrupt_grace_s": _l(10.0, "s", "a cell that honours KeyboardInterrupt stops within a "
                             "second or two", "after Ctrl-C or SIGTERM, how long the kernel has "
                             "to stop its cell before the run is stopped at once"),
@@ -452,10 +462,87 @@ CATALOGUE: dict[str, Limit] = {
     "top_n": _l(10, "rows", "enough to act on, short enough to read",
                 "addresses, users, statements listed", "top_n"),
     # -- §7.2 database maintenance (database-maintenance) -------------------------------------
+    "maintenance_dead_tuples_base": _l(
+        50, "dead tuples", "PostgreSQL's autovacuum_vacuum_threshold default: autovacuum's own "
+        "rule is 50 + 20 % of the table's rows", "a table is vacuumed when its dead tuples "
+        "exceed this ...", "dead_tuples_base"),
+    "maintenance_dead_tuples_scale": _l(
+        0.2, "fraction of the table's rows", "PostgreSQL's autovacuum_vacuum_scale_factor "
+        "default", "... plus this share of its rows (reltuples)", "dead_tuples_scale"),
+    "maintenance_analyze_base": _l(
+        50, "modified rows", "PostgreSQL's autovacuum_analyze_threshold default",
+        "a table is analyzed when the rows changed since its last ANALYZE exceed this ..."),
+    "maintenance_analyze_scale": _l(
+        0.1, "fraction of the table's rows", "PostgreSQL's autovacuum_analyze_scale_factor "
+        "default", "... plus this share of its rows (or it was never analyzed)"),
+    "maintenance_lock_timeout_ms": _l(
+        5_000, "ms", "§7.2's statements must never queue behind a long transaction: a "
+        "waiting ACCESS EXCLUSIVE request blocks every later reader of the table",
+        "each maintenance statement gives up waiting for its lock after this and is skipped",
+        "database-maintenance:lock_timeout_ms"),
+    "maintenance_vacuum_full_max_bytes": _l(
+        1024**3, "bytes", "VACUUM FULL locks readers and writers out while it copies the "
+        "table (tens of seconds per GB); a larger table belongs to pg_repack",
+        "monthly: VACUUM FULL is proposed only for tables (with indexes) up to this size",
+        _P("vacuum_full_max_mb", per=1024**2)),
+    "maintenance_rewrite_space_factor": _l(
+        2.0, "× the relation's size", "VACUUM FULL and REINDEX write a new copy beside the "
+        "old one, and as much WAL again", "a rewrite runs only with this much free space on "
+        "the data directory's filesystem"),
+    "maintenance_statement_timeout_ms": _l(
+        300_000, "ms", "a maintenance statement longer than this needs a window of its own; "
+        "the cell ends at cell_timeout_s", "statement timeout of each maintenance statement"),
+    "maintenance_stats_wait_s": _l(
+        5.0, "s", "a VACUUM's counts reach pg_stat_user_tables when it ends; the reading "
+        "session's snapshot may lag a moment", "verification polls the statistics this long "
+        "for the statements' effect"),
     # -- §2.2 step 2 migrations (schema-migration) ----------------------------------------------
+    "migration_lock_timeout_ms": _l(
+        5_000, "ms", "a migration's ALTER queued behind a long transaction blocks every later "
+        "query on the table; confiture sets no lock_timeout of its own",
+        "lock_timeout of every session confiture opens: a migration statement gives up "
+        "waiting for a table lock after this", "schema-migration:lock_timeout_ms"),
+    "migration_timeout_s": _l(
+        600.0, "s", "DESIGN: every command has a timeout; a migration longer than this needs "
+        "a window of its own", "confiture migrate up/down is stopped after this",
+        "migration_timeout_s"),
     # -- §7.1 patching (patch-upgrade) ----------------------------------------------------------
+    "patch_sla_critical_hours": _l(24, "hours", "§7.1 'Critical Patches: Within 24 hours'",
+                                   "a critical patch installed later than this after its "
+                                   "release is overdue"),
+    "patch_sla_security_days": _l(7, "days", "§7.1 'Security Patches: Within 7 days'",
+                                  "a security patch installed later than this is overdue"),
+    "patch_sla_regular_days": _l(31, "days", "§7.1 'Regular Updates: Monthly maintenance "
+                                 "window': a monthly window comes at most 31 days after any "
+                                 "release, so a regular patch waits for at most one window",
+                                 "a regular update installed later than this is overdue"),
+    "upgrade_health_wait_s": _l(60, "s", "§4.2's 30 s for health after a restart, twice: a new "
+                                "release may also migrate caches and warm its pool on start",
+                                "how long the upgrade (and the rollback) waits for /health to "
+                                "answer healthy", "patch-upgrade:health_wait_s"),
+    "upgrade_timeout_s": _l(600, "s", "§7.1 step 3 schedules 15 minutes (02:00-02:15 UTC): "
+                            "10 for the upgrade leaves 5 to verify and roll back", "an "
+                            "upgrade_command or rollback_command still running after this is "
+                            "stopped and counts as failed", "patch-upgrade:upgrade_timeout_s"),
     # -- §6.1 horizontal scaling (scale-out) -----------------------------------------------------
+    "scale_health_wait_s": _l(30.0, "s", "§6.1 step 2 'Verify health'; §4.2 'Wait 30s for "
+                              "health checks'", "how long a new instance has to answer "
+                              "/health before it is removed again", "scale-out:health_wait_s"),
     # -- §6.2 read replicas (read-replica) ------------------------------------------------------
+    "replica_space_factor": _l(1.5, "× the primary's databases", "pg_basebackup -X stream "
+                               "copies every database and the WAL written meanwhile; a standby "
+                               "then keeps up to max_wal_size of WAL", "a standby is made only "
+                               "with this much free space for its data directory"),
+    "replica_basebackup_timeout_s": _l(3600, "s", "§5.2 Tier 2 RTO of an hour: a copy slower "
+                                       "than that belongs in a maintenance window of its own",
+                                       "pg_basebackup of a new standby is stopped after this"),
+    "replica_start_timeout_s": _l(60, "s", "a new standby replays only the WAL of its copy "
+                                  "before it accepts reads", "pg_ctl start -w of a new standby"),
+    "replica_streaming_wait_s": _l(60.0, "s", "a standby connects to the primary within "
+                                   "seconds of its start; a minute allows for the WAL written "
+                                   "during the copy", "how long a new standby has to stream "
+                                   "and catch up before its verification fails",
+                                   "read-replica:streaming_wait_s"),
 }
 
 
@@ -504,11 +591,13 @@ DB_LOCK_TIMEOUT_MS = int(_number("db_lock_timeout_ms"))
 MONTH_STATEMENT_TIMEOUT_MS = int(_number("month_statement_timeout_ms"))
 HUNG_CONFIRM_S = _number("hung_confirm_s")
 COMMAND_TIMEOUT_S = _number("command_timeout_s")
+COMMAND_OUTPUT_LINES = int(_number("command_output_lines"))
 PROMETHEUS_TIMEOUT_S = _number("prometheus_timeout_s")
 PROMTOOL_TIMEOUT_S = _number("promtool_timeout_s")
 TOOL_PROBE_TIMEOUT_S = _number("tool_probe_timeout_s")
 TCP_PROBE_TIMEOUT_S = _number("tcp_probe_timeout_s")
 CELL_TIMEOUT_S = int(_number("cell_timeout_s"))
+KERNEL_START_ATTEMPTS = int(_number("kernel_start_attempts"))
 INTERRUPT_GRACE_S = _number("interrupt_grace_s")
 DASHBOARD_MIN_RATE_WINDOW_S = int(_number("dashboard_min_rate_window_s"))
 DASHBOARD_SAMPLE_INTERVAL_S = _number("dashboard_sample_interval_s")
@@ -607,10 +696,31 @@ WORK_END_HOUR = int(_number("work_end_hour"))
 WORK_DAYS = str(CATALOGUE["work_days"].value)
 TOP_N = int(_number("top_n"))
 # §7.2 database maintenance
+MAINTENANCE_DEAD_TUPLES_BASE = int(_number("maintenance_dead_tuples_base"))
+MAINTENANCE_DEAD_TUPLES_SCALE = _number("maintenance_dead_tuples_scale")
+MAINTENANCE_ANALYZE_BASE = int(_number("maintenance_analyze_base"))
+MAINTENANCE_ANALYZE_SCALE = _number("maintenance_analyze_scale")
+MAINTENANCE_LOCK_TIMEOUT_MS = int(_number("maintenance_lock_timeout_ms"))
+MAINTENANCE_VACUUM_FULL_MAX_BYTES = int(_number("maintenance_vacuum_full_max_bytes"))
+MAINTENANCE_REWRITE_SPACE_FACTOR = _number("maintenance_rewrite_space_factor")
+MAINTENANCE_STATEMENT_TIMEOUT_MS = int(_number("maintenance_statement_timeout_ms"))
+MAINTENANCE_STATS_WAIT_S = _number("maintenance_stats_wait_s")
 # §2.2 step 2 migrations
+MIGRATION_LOCK_TIMEOUT_MS = int(_number("migration_lock_timeout_ms"))
+MIGRATION_TIMEOUT_S = _number("migration_timeout_s")
 # §7.1 patching
+PATCH_SLA_CRITICAL_HOURS = _number("patch_sla_critical_hours")
+PATCH_SLA_SECURITY_DAYS = _number("patch_sla_security_days")
+PATCH_SLA_REGULAR_DAYS = _number("patch_sla_regular_days")
+UPGRADE_HEALTH_WAIT_S = _number("upgrade_health_wait_s")
+UPGRADE_TIMEOUT_S = _number("upgrade_timeout_s")
 # §6.1 horizontal scaling
+SCALE_HEALTH_WAIT_S = _number("scale_health_wait_s")
 # §6.2 read replicas
+REPLICA_SPACE_FACTOR = _number("replica_space_factor")
+REPLICA_BASEBACKUP_TIMEOUT_S = _number("replica_basebackup_timeout_s")
+REPLICA_START_TIMEOUT_S = _number("replica_start_timeout_s")
+REPLICA_STREAMING_WAIT_S = _number("replica_streaming_wait_s")
 
 # The five §6.1 signals by name, for dashboards that walk all of them.
 SCALE_UP = {

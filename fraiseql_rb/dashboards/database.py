@@ -215,23 +215,14 @@ def _wasted(size: float) -> str:
     return f"{size / 2**20:.1f} MiB"
 
 
-def _bloat_level(row: Any) -> Status:
-    """check_postgres bloat: beyond both the ratio and the wasted bytes of a level."""
-    ratio, wasted = float(row["ratio"]), float(row["wasted_bytes"])
-    if ratio > BLOAT_RATIO.critical and wasted > BLOAT_WASTED.critical:
-        return Status.CRITICAL
-    if ratio > BLOAT_RATIO.warning and wasted > BLOAT_WASTED.warning:
-        return Status.WARNING
-    return Status.OK
-
-
 @board_check("dashboard.bloat")
 def check_bloat(board: Board) -> Finding:
     """Tables and indexes larger than their rows need (check_postgres' statistics estimate),
     tables with autovacuum switched off, and dead-tuple counters a stats reset has wiped."""
     data = stats(board)
     estimate, settings = data.bloat, data.vacuum_settings
-    graded = [(_bloat_level(row), row) for _, row in estimate.iterrows()]
+    graded = [(dbchecks.bloat_level(float(row["ratio"]), float(row["wasted_bytes"])), row)
+              for _, row in estimate.iterrows()]
     bloated = [(s, row) for s, row in graded if s is not Status.OK]
     off = settings[~settings["autovacuum_enabled"].astype(bool)]
     dead = dict(zip(_qualified(settings), settings["dead_tuples"].fillna(0).astype(int),

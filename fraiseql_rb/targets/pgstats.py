@@ -289,3 +289,148 @@ ORDER BY autovacuum_enabled, s.n_dead_tup DESC, schema, "table"
 def vacuum_settings(source: Source) -> pd.DataFrame:
     """Each user table's autovacuum switch, dead tuples, last vacuum and the stats reset."""
     return _frame(source, VACUUM_SETTINGS_SQL)
+
+
+# Per user table, for database-maintenance (§7.2): its owner, whether this role may VACUUM,
+# ANALYZE and REINDEX it (until PostgreSQL 17: a superuser, the table's owner or the
+# database's owner; from 17 also the MAINTAIN privilege), and how old its oldest unfrozen
+# transaction ID is against autovacuum_freeze_max_age (past it, autovacuum forces a
+# wraparound vacuum). CASE keeps PostgreSQL < 17 from parsing the MAINTAIN privilege.
+TABLE_MAINTENANCE_SQL = """
+SELECT n.nspname AS schema, c.relname AS "table", c.relkind::text AS kind,
+       pg_get_userbyid(c.relowner) AS owner,
+       pg_has_role(c.relowner, 'USAGE')
+         OR CASE WHEN current_setting('server_version_num')::int >= 170000
+                 THEN has_table_privilege(c.oid, 'MAINTAIN')
+                 ELSE pg_has_role((SELECT datdba FROM pg_database
+                                   WHERE datname = current_database()), 'USAGE') END
+           AS may_maintain,
+       CASE WHEN c.relkind IN ('r', 'm') THEN age(c.relfrozenxid) END AS xid_age,
+       current_setting('autovacuum_freeze_max_age')::bigint AS freeze_max_age,
+       current_setting('autovacuum')::bool AS autovacuum_on
+FROM pg_class c
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE c.relkind IN ('r', 'm', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+ORDER BY schema, "table"
+"""
+
+
+def table_maintenance(source: Source) -> pd.DataFrame:
+    """Who may maintain each user table, and its transaction-ID age (wraparound)."""
+    return _frame(source, TABLE_MAINTENANCE_SQL)
+
+
+# Table-level locks other sessions hold or wait for on user tables, with the session's state
+# and transaction age (NULL for a session of another role without pg_read_all_stats; pg_locks
+# itself is visible to every role). VACUUM and ANALYZE take SHARE UPDATE EXCLUSIVE, VACUUM
+# FULL ACCESS EXCLUSIVE: whether one of these conflicts is decided by the caller.
+RELATION_LOCKS_SQL = """
+SELECT l.pid, n.nspname AS schema, c.relname AS "table", l.mode, l.granted,
+       coalesce(a.state, 'not visible') AS state, a.usename AS "user",
+       a.application_name AS application,
+       EXTRACT(EPOCH FROM now() - a.xact_start)::float8 AS transaction_age_s,
+       EXTRACT(EPOCH FROM now() - a.state_change)::float8 AS state_age_s,
+       left(a.query, 200) AS query
+FROM pg_locks l
+JOIN pg_class c ON c.oid = l.relation
+JOIN pg_namespace n ON n.oid = c.relnamespace
+LEFT JOIN pg_stat_activity a ON a.pid = l.pid
+WHERE l.locktype = 'relation'
+  AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())
+  AND l.pid IS DISTINCT FROM pg_backend_pid()
+  AND c.relkind IN ('r', 'm', 'p')
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+ORDER BY schema, "table", l.granted DESC, l.pid
+"""
+
+
+def relation_locks(source: Source) -> pd.DataFrame:
+    """Locks other sessions hold (granted) or wait for on user tables."""
+    return _frame(source, RELATION_LOCKS_SQL)
+
+
+# Every other session of this database with a transaction open: how long, in which state, and
+# whether it holds back the xmin horizon (VACUUM cannot remove rows deleted after its snapshot
+# was taken; REINDEX INDEX CONCURRENTLY waits for every such snapshot older than itself).
+# A session of another role without pg_read_all_stats shows as `not visible`, its times NULL.
+OPEN_TRANSACTIONS_SQL = """
+SELECT pid, usename AS "user", application_name AS application,
+       CASE WHEN query = '<insufficient privilege>' THEN 'not visible'
+            ELSE coalesce(state, 'not visible') END AS state,
+       EXTRACT(EPOCH FROM now() - xact_start)::float8 AS transaction_age_s,
+       EXTRACT(EPOCH FROM now() - state_change)::float8 AS state_age_s,
+       backend_xmin IS NOT NULL AS holds_xmin, age(backend_xmin)::bigint AS xmin_age,
+       left(query, 200) AS query
+FROM pg_stat_activity
+WHERE pid <> pg_backend_pid()
+  AND coalesce(datname, current_database()) = current_database()
+  AND (xact_start IS NOT NULL OR query = '<insufficient privilege>')
+  AND coalesce(backend_type, 'client backend') = 'client backend'
+ORDER BY xact_start NULLS LAST, pid
+"""
+
+
+def open_transactions(source: Source) -> pd.DataFrame:
+    """Other client sessions inside a transaction (or not visible to this role), oldest
+    first."""
+    return _frame(source, OPEN_TRANSACTIONS_SQL)
+
+
+# Where the cluster keeps its files (pg_settings hides data_directory from a role without
+# pg_read_all_settings: then NULL), the port to confirm a local data directory belongs to
+# this server (postmaster.pid), and how many tablespaces live elsewhere.
+DATA_DIRECTORY_SQL = """
+SELECT (SELECT setting FROM pg_settings WHERE name = 'data_directory') AS data_directory,
+       current_setting('port')::int AS port,
+       (SELECT count(*) FROM pg_tablespace
+        WHERE spcname NOT IN ('pg_default', 'pg_global'))::int AS other_tablespaces
+"""
+
+
+def data_directory(source: Source) -> pd.DataFrame:
+    """One row: the data directory (None when hidden from this role), port, tablespaces."""
+    return _frame(source, DATA_DIRECTORY_SQL)
+
+
+# What else holds back the xmin horizon, so that VACUUM keeps rows other transactions deleted:
+# replication slots (a standby's hot_standby_feedback, logical decoding) and prepared
+# transactions. Ages are in transactions (age(xid)), as autovacuum counts them.
+XMIN_HOLDERS_SQL = """
+SELECT 'replication slot' AS kind, slot_name::text AS name,
+       age(coalesce(xmin, catalog_xmin))::bigint AS xmin_age, active,
+       NULL::timestamptz AS since
+FROM pg_replication_slots
+WHERE xmin IS NOT NULL OR catalog_xmin IS NOT NULL
+UNION ALL
+SELECT 'prepared transaction', gid, age(transaction)::bigint, NULL, prepared
+FROM pg_prepared_xacts
+WHERE database = current_database()
+ORDER BY xmin_age DESC NULLS LAST
+"""
+
+
+def xmin_holders(source: Source) -> pd.DataFrame:
+    """Replication slots and prepared transactions holding back VACUUM's cleanup."""
+    return _frame(source, XMIN_HOLDERS_SQL)
+
+
+# Indexes left invalid, e.g. the `<index>_ccnew` copy a REINDEX INDEX CONCURRENTLY leaves
+# behind when it is cancelled half-way (lock_timeout, statement_timeout): it costs every write
+# and must be dropped (DROP INDEX CONCURRENTLY) before the reindex is retried.
+INVALID_INDEXES_SQL = """
+SELECT n.nspname AS schema, t.relname AS "table", c.relname AS index,
+       pg_relation_size(c.oid) AS size_bytes
+FROM pg_index i
+JOIN pg_class c ON c.oid = i.indexrelid
+JOIN pg_class t ON t.oid = i.indrelid
+JOIN pg_namespace n ON n.oid = c.relnamespace
+WHERE NOT i.indisvalid
+  AND n.nspname NOT IN ('pg_catalog', 'information_schema') AND n.nspname !~ '^pg_toast'
+ORDER BY schema, "table", index
+"""
+
+
+def invalid_indexes(source: Source) -> pd.DataFrame:
+    """Invalid indexes on user tables (a cancelled concurrent build or reindex)."""
+    return _frame(source, INVALID_INDEXES_SQL)
