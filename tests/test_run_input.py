@@ -4,6 +4,7 @@ test_cli does; no sandbox is started (a sandbox directory is laid out by its own
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -231,3 +232,38 @@ def test_a_partly_stopped_sandbox_still_runs(sandbox_dir, tmp_path, tiny_runbook
     assert result.returncode in (0, 1, 2, 3), result.stderr
     assert f"fraiseql-rb: inventory {sb.inventory}, target sandbox" in result.stderr
     assert state.stale_inventory(sb.inventory) == sb.root  # and once it is gone, stale
+
+
+DIE_WHILE_STARTING = """
+import os, pathlib
+_count = pathlib.Path(os.environ["FRB_TEST_KERNEL_STARTS"])
+_n = int(_count.read_text() or 0) + 1 if _count.exists() else 1
+_count.write_text(str(_n))
+if _n <= int(os.environ["FRB_TEST_KERNEL_DEATHS"]):
+    os._exit(1)  # before the kernel ever answers kernel_info, as a starved start does
+"""
+
+
+@pytest.mark.parametrize(("deaths", "completed"), [(1, True), (5, False)])
+def test_a_kernel_that_dies_while_starting_is_started_once_more(tmp_path, tiny_runbook,
+                                                                 deaths, completed):
+    """A kernel that dies before its first cell (seen on a loaded 2-core machine) did
+    nothing, so the runner starts it once more; a second death is the run's error."""
+    startup = tmp_path / "ipython" / "profile_default" / "startup"
+    startup.mkdir(parents=True)
+    (startup / "00-die.py").write_text(DIE_WHILE_STARTING)
+    count = tmp_path / "starts"
+    inv = tmp_path / "fleet.toml"
+    inv.write_text(UNREACHABLE)
+    result = cli("run", "tiny", "--inventory", str(inv), "--target", "prod", "--output-dir",
+                 str(tmp_path / "reports"),
+                 env={"FRAISEQL_RB_NOTEBOOKS": str(tiny_runbook),
+                      "IPYTHONDIR": str(tmp_path / "ipython"),
+                      "FRB_TEST_KERNEL_STARTS": str(count),
+                      "FRB_TEST_KERNEL_DEATHS": str(deaths)})
+    assert int(count.read_text()) == 2  # never more than one more start
+    assert "the kernel did not start" in result.stderr and "Traceback" not in result.stderr
+    assert ("the runbook did not complete" not in result.stderr) is completed
+    data = json.loads((Path(result.stdout.strip().splitlines()[-1]) / "findings.json")
+                      .read_text())
+    assert any(f["check"] == "notebook.error" for f in data["findings"]) is not completed

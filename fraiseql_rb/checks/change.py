@@ -39,7 +39,6 @@ OUTCOMES = {
     "rolled-back": "the change failed its verification and was rolled back",
     "rollback-failed": "the change failed its verification and the rollback failed too",
 }
-OUTPUT_LINES = 10  # a failed command's last lines of output kept in its finding
 
 
 def phase(ctx: RunContext, name: str, what: str) -> Finding:
@@ -196,7 +195,8 @@ def run_command(ctx: RunContext, key: str, action: str, *,
     began = time.monotonic()
     returncode, text = _run_group(command, timeout_s)
     elapsed = round(time.monotonic() - began, 2)
-    output = tuple(secrets.mask(line) for line in text.strip().splitlines()[-OUTPUT_LINES:])
+    lines = text.strip().splitlines()[-thresholds.COMMAND_OUTPUT_LINES:]
+    output = tuple(secrets.mask(line) for line in lines)
     outcome = CommandOutcome(key, command, True, returncode, elapsed, output,
                              timeout_s=timeout_s)
     ctx.action(action, command, executed=True,

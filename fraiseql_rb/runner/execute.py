@@ -40,6 +40,7 @@ from fraiseql_rb.core.findings import (
 from fraiseql_rb.runner import engine, interruption
 
 CELL_TIMEOUT_S = int(os.environ.get("FRAISEQL_RB_CELL_TIMEOUT", thresholds.CELL_TIMEOUT_S))
+KERNEL_START_ATTEMPTS = thresholds.KERNEL_START_ATTEMPTS
 
 
 @dataclass(frozen=True)
@@ -173,19 +174,30 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
                                                  enabled=progress)
             try:
                 with reporter, _environment({RUN_ENV: json.dumps(spec)}):
-                    papermill.execute_notebook(
-                        str(request.runbook.path), str(executed),
-                        parameters=request.parameters, kernel_name="python3",
-                        engine_name=engine.NAME, observer=reporter.cell_started,
-                        kernel_manager_class=engine.kernel_manager(kernel_log),
-                        progress_bar=False, log_output=False,
-                        execution_timeout=CELL_TIMEOUT_S,
-                        # the kernel talks to us over loopback only; its TCP notice is noise
-                        extra_arguments=["--IPKernelApp.log_level=ERROR"],
-                        cwd=os.getcwd(),
-                    )
-            except Exception as exc:  # noqa: BLE001 - any failure is recorded, not raised
-                error = exc
+                    for attempt in range(1, KERNEL_START_ATTEMPTS + 1):
+                        try:
+                            papermill.execute_notebook(
+                                str(request.runbook.path), str(executed),
+                                parameters=request.parameters, kernel_name="python3",
+                                engine_name=engine.NAME, observer=reporter.cell_started,
+                                kernel_manager_class=engine.kernel_manager(kernel_log),
+                                progress_bar=False, log_output=False,
+                                execution_timeout=CELL_TIMEOUT_S,
+                                # the kernel talks to us over loopback only; its TCP notice is
+                                # noise
+                                extra_arguments=["--IPKernelApp.log_level=ERROR"],
+                                cwd=os.getcwd(),
+                            )
+                            error = None
+                        except Exception as exc:  # noqa: BLE001 - recorded, not raised
+                            error = exc
+                        if (error is None or stop.interrupted or attempt == KERNEL_START_ATTEMPTS
+                                or not _kernel_never_started(error, findings_path)):
+                            break
+                        # No cell ran, so nothing was done: starting again repeats nothing.
+                        print(f"fraiseql-rb: the kernel did not start ({describe_error(error)}); "
+                              "starting it again", file=sys.stderr)
+                        interruption.end_kernels(stop)
             except interruption.Interrupted:
                 pass  # `stop` says which signal; the record is closed below
             stop.executing = False
@@ -204,6 +216,18 @@ def execute(request: RunRequest, *, progress: bool = True) -> RunResult:
             print(f"fraiseql-rb: {finding['summary']}", file=sys.stderr)
     return RunResult(name, artifact_dir, status, findings,
                      stop.exit_code if stop.interrupted else None)
+
+
+def _kernel_never_started(error: BaseException, findings_path: Path) -> bool:
+    """Did the run fail before its first cell: the kernel died or never answered while
+    starting (a loaded machine), and the notebook recorded nothing?"""
+    text = str(error)
+    if not ("before replying to kernel_info" in text or "didn't respond in" in text):
+        return False
+    try:
+        return not FindingsLog.from_file(findings_path).findings
+    except (OSError, ValueError):
+        return False
 
 
 def _finalise(path: Path, error: BaseException | None, stop: interruption.Guard,
