@@ -21,10 +21,10 @@ LOOKBACK = sorted(name for name, rb in RUNBOOKS.items() if "lookback" in rb.para
 DEPRECATION = "fraiseql-rb: -p range is deprecated, use -p lookback"
 
 
-def test_the_eight_runbooks_take_lookback_as_a_duration_and_none_takes_range():
+def test_the_runbooks_with_history_take_lookback_as_a_duration_and_none_takes_range():
     expected = ["capacity-planning-dashboard", "database-dashboard", "network-dashboard",
                 "performance-dashboard", "security-dashboard", "service-health-dashboard",
-                "high-error-rate", "high-query-latency"]
+                "high-error-rate", "high-query-latency", "scale-out"]
     assert sorted(expected) == LOOKBACK
     for name in LOOKBACK:
         assert RUNBOOKS[name].parameters["lookback"].constraint.format == "duration", name

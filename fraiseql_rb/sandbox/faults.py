@@ -71,8 +71,21 @@ def _db_down(sb: Sandbox) -> None:
 
 
 def _db_up(sb: Sandbox) -> None:
+    """Start PostgreSQL again and wait until the stand-in's pool has reconnected, so that the
+    sandbox is healthy when the heal returns, not a pool retry later."""
     if not sb.cluster.is_running():
         sb.cluster.start()
+    if server.pid(sb) is not None:
+        _wait(lambda: _database_connected(sb), "the stand-in reconnecting to PostgreSQL")
+
+
+def _database_connected(sb: Sandbox) -> bool:
+    """Does the stand-in's /health say its database is connected (HTTP 200)?"""
+    try:
+        return httpx.get(f"{sb.server_url}/health", timeout=2,
+                         verify=_verify(sb)).status_code == 200
+    except httpx.HTTPError:
+        return False
 
 
 def _server_crash(sb: Sandbox) -> None:
