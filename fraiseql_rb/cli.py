@@ -14,7 +14,7 @@ from typing import NoReturn
 
 from fraiseql_rb import __version__
 from fraiseql_rb.core import paths, secrets
-from fraiseql_rb.core.errors import EXIT_UNKNOWN, EXIT_USAGE, RunbookError
+from fraiseql_rb.core.errors import EXIT_UNKNOWN, EXIT_USAGE, RunbookError, UsageError
 
 # nbformat validates with jsonschema, whose optional IRI format checker builds rfc3987-syntax's
 # grammars when it is imported: 1.6 s of CPU at the start of every command that reads a
@@ -73,6 +73,13 @@ def cmd_run(args: argparse.Namespace) -> int:
     from fraiseql_rb.core import report, runbooks
     from fraiseql_rb.runner import execute as runner
 
+    if args.targets or args.all_targets:
+        from fraiseql_rb.runner import fleet
+
+        return fleet.main(args)
+    if args.jobs is not None or args.dask_scheduler:
+        raise UsageError("--jobs and --dask-scheduler need --targets or --all-targets")
+
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", runbooks.DeprecatedParameter)
         request = runner.prepare(
@@ -88,8 +95,19 @@ def cmd_run(args: argparse.Namespace) -> int:
     print(f"status: {result.status}")
     for line in report.terminal_summary(result.findings):  # root cause, next step, criticals
         print(line)
+    if args.notify:
+        from fraiseql_rb.runner import notify
+
+        notify.after_run(request, result, args.notify)  # a failed send never fails the run
     print(result.artifact_dir)  # the contract: the last line of stdout
     return result.exit_code
+
+
+def cmd_site(args: argparse.Namespace) -> int:
+    from fraiseql_rb.site import build
+
+    return build.main(Path(args.output_dir), Path(args.site_dir) if args.site_dir else None,
+                      serve=args.serve, port=args.port)
 
 
 def cmd_validate_config(args: argparse.Namespace) -> int:
@@ -172,7 +190,29 @@ def build_parser() -> argparse.ArgumentParser:
                    help="where dated artifacts go (default: ./reports)")
     p.add_argument("-q", "--quiet", action="store_true",
                    help="no progress on stderr (steps, findings, waits)")
+    p.add_argument("--notify", choices=["always", "problems"],
+                   help="send the verdict to the target's apprise URLs (notify, notify_env, "
+                   "notify_file): after every run, or only when it is not ok")
+    fleet = p.add_mutually_exclusive_group()
+    fleet.add_argument("--targets", help="run against each of these inventory targets "
+                       "(comma-separated) and write a fleet summary")
+    fleet.add_argument("--all-targets", action="store_true",
+                       help="run against every target of the inventory")
+    p.add_argument("--jobs", type=int, default=None, metavar="N",
+                   help="fleet runs: N at a time in local worker processes (default: 1)")
+    p.add_argument("--dask-scheduler", metavar="ADDR",
+                   help="fleet runs: one task per target on this Dask distributed scheduler "
+                   "(default: $DASK_SCHEDULER_ADDRESS when set)")
     p.set_defaults(func=cmd_run)
+
+    p = sub.add_parser("site", help="build the static report site (index, incidents, "
+                       "trends) from the reports directory")
+    p.add_argument("--output-dir", default=str(paths.DEFAULT_OUTPUT_DIR),
+                   help="the reports directory to read (default: ./reports)")
+    p.add_argument("--site-dir", help="where the site is written (default: OUTPUT_DIR/site)")
+    p.add_argument("--serve", action="store_true", help="then serve it on localhost to preview")
+    p.add_argument("--port", type=int, default=8765, help="--serve's port (default: 8765)")
+    p.set_defaults(func=cmd_site)
 
     p = sub.add_parser("validate-config", help="validate a FraiseQL config file (runbook "
                        "§1.2 format, v2 server config or fraiseql.toml)")
