@@ -543,6 +543,25 @@ def split_password(url: str) -> tuple[str, str | None]:
     return psycopg.conninfo.make_conninfo(**params), (str(password) if password else None)
 
 
+def pre_change_path(ctx: RunContext, suffix: str) -> Path:
+    """Where a copy taken before a change goes: backup_dir (else the run's directory), as
+    `pre-<runbook>-<UTC time><suffix>`, never over an earlier one taken in the same second,
+    and never named as §5.1's pruned `fraiseql-*`/`config-*` backups are."""
+    folder = ctx.target.get("backup_dir")
+    if folder:
+        directory = Path(str(folder))
+    else:
+        opened = ctx.log.open()
+        directory = opened.parent if opened is not None else Path.cwd()
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    path = directory / f"pre-{ctx.runbook}-{stamp}{suffix}"
+    for n in range(2, 100):
+        if not path.exists():
+            break
+        path = directory / f"pre-{ctx.runbook}-{stamp}-{n}{suffix}"
+    return path
+
+
 @check("backup.fresh_dump")
 def take_fresh_dump(ctx: RunContext, why: str, *, schema_only: bool = False,
                     kind: str | None = None,
@@ -556,18 +575,8 @@ def take_fresh_dump(ctx: RunContext, why: str, *, schema_only: bool = False,
     has one, else database)."""
     kind = kind or ("admin_database" if ctx.target.get("admin_database_url") else "database")
     url, password = split_password(ctx.target.database_url(kind))
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    folder = ctx.target.get("backup_dir")
-    if folder:
-        directory = Path(str(folder))
-    else:
-        opened = ctx.log.open()
-        directory = opened.parent if opened is not None else Path.cwd()
-    path = directory / f"pre-{ctx.runbook}-{stamp}.dump"
-    for n in range(2, 100):  # a second dump in the same second never replaces the first
-        if not path.exists():
-            break
-        path = directory / f"pre-{ctx.runbook}-{stamp}-{n}.dump"
+    path = pre_change_path(ctx, ".dump")
+    directory = path.parent
     partial = path.with_name(path.name + ".partial")  # renamed once pg_dump succeeded
     argv = [str(pgbin.pg_bin("pg_dump")), "-Fc", *(["--schema-only"] if schema_only else []),
             "-f", str(partial), "--dbname", url]

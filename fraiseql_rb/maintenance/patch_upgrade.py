@@ -341,14 +341,7 @@ def _backup_names(ctx: RunContext) -> tuple[Path, Path]:
     """The tarball and its checksum file: in backup_dir (else the run's directory), named
     as the fresh dump is (`pre-<runbook>-<UTC time>`), so §5.1's pruning of hourly
     `config-*.tar.gz` never takes it."""
-    folder = ctx.target.get("backup_dir")
-    if folder:
-        directory = Path(str(folder))
-    else:
-        opened = ctx.log.open()
-        directory = opened.parent if opened is not None else Path.cwd()
-    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
-    tarball = directory / f"pre-{ctx.runbook}-{stamp}-config.tar.gz"
+    tarball = backup.pre_change_path(ctx, "-config.tar.gz")
     return tarball, tarball.with_name(tarball.name + ".sha256")
 
 

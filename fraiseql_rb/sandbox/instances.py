@@ -16,15 +16,10 @@ from __future__ import annotations
 
 import os
 import re
-import ssl
-import subprocess
 import sys
-import time
 import tomllib
 from pathlib import Path
 from typing import Any
-
-import httpx
 
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import isoformat, utcnow
@@ -102,30 +97,11 @@ def add(sb: Sandbox, wait_s: float = server.HEALTH_WAIT_S) -> str:
     sb.state[STATE_KEY] = [*listed(sb), entry]
     sb.save()
     try:
-        wait_answering(sb, url, proc, wait_s)
+        server.wait_healthy(sb, proc, url=url, wait_s=wait_s)
     except SandboxError:
         _stop(sb, entry)
         raise
     return url
-
-
-def wait_answering(sb: Sandbox, url: str, proc: subprocess.Popen[bytes] | None,
-                   wait_s: float) -> None:
-    """Until `url`/health answers at all (200, or 503 when the database is down on
-    purpose), as `server.wait_healthy` waits for the primary one."""
-    verify = ssl.create_default_context(cafile=str(sb.ca_cert))
-    deadline = time.monotonic() + wait_s
-    while time.monotonic() < deadline:
-        if proc is not None and proc.poll() is not None:
-            raise SandboxError(f"the new stand-in exited ({proc.returncode}); see "
-                               f"{sb.logs_dir}")
-        try:
-            if httpx.get(f"{url}/health", timeout=2, verify=verify).status_code in (200, 503):
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.1)
-    raise SandboxError(f"the new stand-in at {url} did not answer within {wait_s:.0f} s")
 
 
 def remove(sb: Sandbox, url: str) -> None:

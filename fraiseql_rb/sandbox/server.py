@@ -147,23 +147,26 @@ def configured_database_url(sb: Sandbox) -> str:
     return with_password(configured, sb.secret("database_password"))
 
 
-def wait_healthy(sb: Sandbox, proc: subprocess.Popen[bytes] | None = None) -> None:
-    """Until /health answers at all (200, or 503 when the database is down on purpose)."""
+def wait_healthy(sb: Sandbox, proc: subprocess.Popen[bytes] | None = None, *,
+                 url: str | None = None, wait_s: float = HEALTH_WAIT_S) -> None:
+    """Until `url` (default: the primary instance) /health answers at all (200, or 503 when
+    the database is down on purpose); a `proc` that exits meanwhile is an error at once."""
+    url = url or sb.server_url
     verify = ssl.create_default_context(cafile=str(sb.ca_cert))
-    deadline = time.monotonic() + HEALTH_WAIT_S
+    deadline = time.monotonic() + wait_s
     while time.monotonic() < deadline:
         if proc is not None and proc.poll() is not None:
-            raise SandboxError(f"the stand-in server exited ({proc.returncode}); "
-                               f"see {sb.server_log}")
+            raise SandboxError(f"the stand-in server at {url} exited ({proc.returncode}); "
+                               f"see {sb.logs_dir}")
         try:
-            response = httpx.get(f"{sb.server_url}/health", timeout=2, verify=verify)
+            response = httpx.get(f"{url}/health", timeout=2, verify=verify)
             if response.status_code in (200, 503):
                 return
         except httpx.HTTPError:
             pass
         time.sleep(0.1)
-    raise SandboxError(f"the stand-in server did not answer within {HEALTH_WAIT_S:.0f} s; "
-                       f"see {sb.server_log}")
+    raise SandboxError(f"the stand-in server at {url} did not answer within {wait_s:.0f} s; "
+                       f"see {sb.logs_dir}")
 
 
 def stop(sb: Sandbox, *, sig: int = signal.SIGTERM, timeout: float = 10) -> bool:
