@@ -88,6 +88,19 @@ def test_terminal_lines_for_a_healthy_review_are_empty_and_a_resolved_critical_s
         "no answer at all"]
 
 
+def test_a_planned_change_ends_with_the_next_step_of_where_it_ended():
+    """A downgrade warned about before the change and a rollback after it: the next step is
+    the rollback's (the change's last state), not the pre-check's."""
+    run = _run(status="warning", actions=[], findings=[
+        _finding("change.phase", "info", "phase pre-checks", "2026-11-30T14:00:01Z"),
+        _finding("patch.versions", "warning", "a downgrade", "2026-11-30T14:00:02Z",
+                 "check target_version"),
+        _finding("change.phase", "info", "phase rollback", "2026-11-30T14:00:05Z"),
+        _finding("patch.rollback_verification", "warning", "rolled back",
+                 "2026-11-30T14:00:06Z", "find why the new release failed")])
+    assert report.terminal_summary(run) == ["next step: find why the new release failed"]
+
+
 # --- the HTML header and title --------------------------------------------------------------
 
 def test_header_shows_incident_target_times_verdict_cause_actions_and_who_ran_it():

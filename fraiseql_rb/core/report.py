@@ -24,7 +24,7 @@ from datetime import datetime
 from typing import Any
 
 from fraiseql_rb.core import secrets
-from fraiseql_rb.core.findings import STATUS_COLOURS, Action, Finding
+from fraiseql_rb.core.findings import PHASE_CHECK, STATUS_COLOURS, Action, Finding
 
 _STATUS_ORDER = ("critical", "unknown", "warning", "ok", "info")
 
@@ -80,11 +80,16 @@ def _critical(findings: Mapping[str, Any]) -> list[dict[str, Any]]:
 
 
 def _first_next_step(findings: Mapping[str, Any]) -> str:
-    """Without a diagnosis: the next step of the first finding that set the verdict."""
+    """Without a diagnosis: the next step of the first finding that set the verdict; in a
+    planned change (it has a change record), of the last one: where the change ended (its
+    rollback, say) matters more than a pre-check's warning."""
     status = findings.get("status")
     if status in (None, "ok"):
         return ""
-    for finding in findings.get("findings") or []:
+    found = list(findings.get("findings") or [])
+    if any(f.get("check") == PHASE_CHECK for f in found):
+        found.reverse()
+    for finding in found:
         if (finding.get("status") == status and finding.get("remediation")
                 and not finding.get("resolved_by")):
             return str(finding["remediation"])
