@@ -43,6 +43,23 @@ def test_healthy_cluster_passes_every_check(pg_cluster, ctx_for):
     assert database.check_replication(ctx).status is Status.INFO
 
 
+def test_a_migration_tools_ledger_needs_no_grant_but_a_new_table_does(make_cluster, ctx_for):
+    """confiture run as the admin role leaves its ledger without grants to the application:
+    no warning for that (the application never reads it); a table a migration made without
+    grants is one (the application cannot use it)."""
+    cluster = make_cluster(provision=True, audit_events=10)
+    with cluster.connect("fraiseql") as conn:
+        conn.execute("CREATE TABLE tb_confiture (id int); CREATE TABLE tb_confiture_steps (id int)")
+    finding = database.check_role_grants(ctx_for(cluster))
+    assert finding.status is Status.OK, finding.summary
+    assert finding.evidence["tool_tables_not_granted"] == ["tb_confiture", "tb_confiture_steps"]
+    with cluster.connect("fraiseql") as conn:
+        conn.execute("CREATE TABLE tb_comment (id int)")
+    finding = database.check_role_grants(ctx_for(cluster))
+    assert finding.status is Status.WARNING and finding.evidence["tables_affected"] == [
+        "tb_comment"]
+
+
 def test_privileged_checks_are_unknown_without_an_admin_url(pg_cluster, ctx_for):
     ctx = ctx_for(pg_cluster, admin=False)
     assert database.check_role_passwords(ctx).status is Status.UNKNOWN

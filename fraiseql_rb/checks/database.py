@@ -12,7 +12,7 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 from fraiseql_rb.core import thresholds
 from fraiseql_rb.core.context import RunContext, check
 from fraiseql_rb.core.findings import Finding, Status
-from fraiseql_rb.targets import postgres
+from fraiseql_rb.targets import confiture, postgres
 
 
 @check("database.reachable")
@@ -87,11 +87,17 @@ def check_role_grants(ctx: RunContext) -> Finding:
     role = postgres.url_user(url)
     with postgres.connect(url) as conn:
         grants = postgres.role_grants(conn, role)
-    missing = grants["missing_table_privileges"]
+    # a migration tool's own ledger (confiture's, made by whoever ran the migration) is not
+    # the application's: a missing grant there is no reason to warn
+    tool_tables = sorted({m["table"] for m in grants["missing_table_privileges"]
+                          if m["table"] in confiture.LEDGER_TABLES})
+    missing = [m for m in grants["missing_table_privileges"]
+               if m["table"] not in confiture.LEDGER_TABLES]
     table = pd.DataFrame(missing) if missing else None
     evidence: dict[str, Any] = {
         "role": role, "connect": grants["can_connect"], "schema_usage": grants["schema_usage"],
         "tables": grants["tables"], "missing_table_privileges": len(missing),
+        "tool_tables_not_granted": tool_tables,
     }
     if not grants["can_connect"] or not grants["schema_usage"]:
         lacking = [name for name, ok in (("CONNECT on the database", grants["can_connect"]),

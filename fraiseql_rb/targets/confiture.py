@@ -45,6 +45,9 @@ from fraiseql_rb.core import secrets, thresholds
 from fraiseql_rb.targets import postgres
 
 TRACKING_TABLE = "tb_confiture"  # confiture's ledger when no config names another
+# The tables confiture keeps for itself in the target database: the migration tool's, not
+# the application's (the application role needs no privilege on them).
+LEDGER_TABLES = (TRACKING_TABLE, "tb_confiture_steps")
 
 # confiture's documented exit codes (`confiture --help`, confiture.error_codes): the class
 # name it gives each, and what it means for a migration run.
