@@ -88,6 +88,10 @@ def cmd_run(args: argparse.Namespace) -> int:
             output_dir=args.output_dir,
         )
     _show_warnings(caught)  # not after a usage error: that is one line, naming both names
+    if args.notify:  # notify_env/notify_file URLs that apprise cannot read: exit 64 now
+        from fraiseql_rb.runner import notify
+
+        notify.check(request)
     if not args.quiet:  # which file and target: a stray $FRAISEQL_RB_INVENTORY shows at once
         print(f"fraiseql-rb: inventory {request.inventory_path}, target {request.target}",
               file=sys.stderr)
@@ -96,8 +100,6 @@ def cmd_run(args: argparse.Namespace) -> int:
     for line in report.terminal_summary(result.findings):  # root cause, next step, criticals
         print(line)
     if args.notify:
-        from fraiseql_rb.runner import notify
-
         notify.after_run(request, result, args.notify)  # a failed send never fails the run
     print(result.artifact_dir)  # the contract: the last line of stdout
     return result.exit_code

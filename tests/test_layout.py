@@ -29,7 +29,9 @@ LAYERS = {
     "core": set(),
     "targets": {"core"},
     "checks": {"core", "targets"},
-    "runner": {"core", "sandbox"},  # sandbox: only to refuse a stale sandbox inventory
+    # sandbox: only to refuse a stale sandbox inventory; targets: notify sends through apprise
+    "runner": {"core", "sandbox", "targets"},
+    "site": {"core"},  # the report site reads artifacts, it never runs checks
     **{section: {"core", "targets", "checks"} for section in SECTIONS},
 }
 

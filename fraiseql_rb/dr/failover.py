@@ -19,7 +19,8 @@
   recorded as an action not executed, and nothing changes;
 - after it: /health, a read through the data path (`probe_query`), and a row written and read
   back on the new primary as the application role, in a table made for it and dropped after;
-  the notification §5.2 sends is recorded (sending verdicts is `--notify`'s job).
+  §5.2's notification is sent through the target's apprise URLs once a promotion happened
+  (recorded, not sent, in a dry run).
 """
 
 from __future__ import annotations
@@ -644,8 +645,8 @@ NOTIFY_KEYS = ("notify", "notify_env", "notify_file")
 @check("failover.notification")
 def notification(ctx: RunContext) -> Finding:
     """§5.2 step 6 `curl -X POST https://slack.webhook/... -d '{"text":"Failover complete:
-    Replica promoted"}'`: the message and where it would go. Sending it is `fraiseql-rb run
-    --notify`'s job (apprise, the target's `notify_env`/`notify_file`), not this step's."""
+    Replica promoted"}'`: the message and where it goes. Once the replica was promoted it is
+    sent through the target's apprise URLs (targets/notify.py); otherwise only recorded."""
     if not primary_down(ctx):
         return ctx.skip("no failover: nothing to announce")
     _, shown = _replica_url(ctx)
@@ -660,12 +661,39 @@ def notification(ctx: RunContext) -> Finding:
     else:
         message = f"Failover blocked{incident}: the primary is down; {applies(ctx)[1]}"
     keys = [k for k in NOTIFY_KEYS if k in ctx.target.raw]
+    if promoted(ctx) and keys:  # it happened: tell the team now, through apprise
+        return _send_notification(ctx, message, keys)
     where = (f"the target's {', '.join(keys)} (apprise URLs, not shown)" if keys else
              "no channel is configured: §5.2 posts to a Slack webhook; add notify_env or "
              "notify_file (apprise URLs) to the target")
     return ctx.result(Status.INFO, f"notification (not sent here): {message!r} to {where}",
                       {"message": message, "channels": keys, "sent": False},
                       "send it (fraiseql-rb run --notify always), or post it yourself")
+
+
+def _send_notification(ctx: RunContext, message: str, keys: list[str]) -> Finding:
+    """Send §5.2's message through the target's apprise URLs (targets/notify.py). A channel
+    that fails is a warning with its masked reason: the failover itself stands."""
+    from fraiseql_rb.core.errors import RunbookError
+    from fraiseql_rb.targets import notify
+
+    try:
+        deliveries = notify.send(notify.urls(ctx.target),
+                                 f"fraiseql-rb: failover on {ctx.target.name}", message)
+    except RunbookError as exc:
+        return ctx.result(Status.WARNING, f"notification not sent: {exc}",
+                          {"message": message, "channels": keys, "sent": False},
+                          "fix the target's notify settings, then post the message yourself")
+    failed = [d for d in deliveries if not d.sent]
+    evidence = {"message": message, "channels": keys, "sent": not failed and bool(deliveries),
+                "deliveries": [d.to_dict() for d in deliveries]}
+    if failed or not deliveries:
+        reasons = "; ".join(f"{d.channel}: {d.error}" for d in failed) or "no URL configured"
+        return ctx.result(Status.WARNING, f"notification {message!r} not sent to "
+                          f"{len(failed)} of {len(deliveries)} URL(s): {reasons}", evidence,
+                          "post the message yourself and check the channel")
+    return ctx.result(Status.INFO, f"notification sent: {message!r} to {len(deliveries)} "
+                      "URL(s)", evidence)
 
 
 # -- the diagnosis ----------------------------------------------------------------------------
