@@ -193,6 +193,12 @@ CATALOGUE: dict[str, Limit] = {
     "cell_timeout_s": _l(600, "s", "DESIGN: a runbook ends; the longest cell samples for "
                          "minutes (memory-leak window_s up to 14400 sets its own)",
                          "one notebook cell (FRAISEQL_RB_CELL_TIMEOUT overrides)"),
+    "dask_scheduler_timeout_s": _l(5.0, "s", "a scheduler on the network answers in well "
+                                   "under a second; FRAISEQL_RB_DASK_TIMEOUT overrides",
+                                   "fleet runs: connecting to the Dask scheduler"),
+    "fleet_task_poll_s": _l(1.0, "s", "a Dask task's child run is checked this often for its "
+                            "end or a stop event: fast enough for Ctrl-C, cheap for the worker",
+                            "fleet runs on Dask: a task's polling interval"),
     "kernel_start_attempts": _l(2, "attempts", "a kernel that dies or stays silent while "
                                 "starting on a loaded machine starts the next time; no cell "
                                 "ran, so nothing is repeated", "kernel starts before a run "
@@ -598,6 +604,8 @@ TOOL_PROBE_TIMEOUT_S = _number("tool_probe_timeout_s")
 TCP_PROBE_TIMEOUT_S = _number("tcp_probe_timeout_s")
 CELL_TIMEOUT_S = int(_number("cell_timeout_s"))
 KERNEL_START_ATTEMPTS = int(_number("kernel_start_attempts"))
+DASK_SCHEDULER_TIMEOUT_S = _number("dask_scheduler_timeout_s")
+FLEET_TASK_POLL_S = _number("fleet_task_poll_s")
 INTERRUPT_GRACE_S = _number("interrupt_grace_s")
 DASHBOARD_MIN_RATE_WINDOW_S = int(_number("dashboard_min_rate_window_s"))
 DASHBOARD_SAMPLE_INTERVAL_S = _number("dashboard_sample_interval_s")
