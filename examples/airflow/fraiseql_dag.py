@@ -2,9 +2,9 @@
 the runbook's notebook with the papermill provider's PapermillOperator
 (apache-airflow-providers-papermill).
 
-UNPROVEN: this file has not been run under Airflow in this repository (issue 14 asks for a CI
-step that installs Airflow and the provider into their own virtual environment and runs
-`airflow dags test` against the sandbox; that step does not exist yet). Treat it as a sketch.
+Proven by `examples/airflow/prove.sh`, which .ci/run runs: Airflow and the provider in a
+virtual environment of their own, `airflow dags test` of a DAG this factory builds, against
+the sandbox, and the dated artifacts it must leave.
 
 Run this way, a notebook writes findings.json into its own dated directory under
 $FRAISEQL_RB_OUTPUT_DIR (the worker's environment must also set $FRAISEQL_RB_INVENTORY); the
@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 
 from airflow import DAG
@@ -47,6 +48,7 @@ def fleet_dag(dag_id: str, runbooks: Mapping[str, str], targets: Sequence[str], 
     name to its notebook path under `notebooks`; `parameters` gives a runbook's parameters
     besides target and incident_id (papermill does not check them: use the names and types
     `fraiseql-rb list` prints)."""
+    Path(output).mkdir(parents=True, exist_ok=True)
     with DAG(dag_id, schedule=schedule, start_date=start_date, catchup=False,
              tags=["fraiseql-rb"]) as dag:
         for runbook, notebook in runbooks.items():
@@ -54,8 +56,9 @@ def fleet_dag(dag_id: str, runbooks: Mapping[str, str], targets: Sequence[str], 
                 PapermillOperator(
                     task_id=task_id(runbook, target),
                     input_nb=f"{notebooks}/{notebook}",
-                    # one executed notebook per run, target and runbook
-                    output_nb=f"{output}/{runbook}/{target}/" + "{{ ts_nodash }}.ipynb",
+                    # one executed notebook per run, target and runbook, side by side:
+                    # papermill refuses an output folder that does not exist
+                    output_nb=f"{output}/{runbook}.{target}." + "{{ ts_nodash }}.ipynb",
                     parameters={"target": target, "incident_id": None,
                                 **(parameters or {}).get(runbook, {})},
                     kernel_name="python3",

@@ -1,0 +1,66 @@
+#!/usr/bin/env bash
+# Proves the DAG factory for real, as .ci/run does after the tests: Airflow and the papermill
+# provider in a virtual environment of their own, a kernel that is this checkout's Python (so
+# the notebooks import fraiseql_rb), a sandbox, one DAG built by fleet_dag() for one runbook
+# and one target, `airflow dags test`, and the dated artifacts it must leave.
+# Usage: examples/airflow/prove.sh [WORKDIR]   (default: a new temporary directory)
+set -euo pipefail
+repo="$(cd "$(dirname "$0")/../.." && pwd)"
+work="${1:-$(mktemp -d /tmp/fraiseql-rb-airflow-XXXXXX)}"
+python="${PYTHON:-python3}"
+venv="$work/venv"
+sandbox="$work/sandbox"
+trap '"$python" -m fraiseql_rb sandbox down --dir "$sandbox" --purge >/dev/null 2>&1 || true' EXIT
+
+echo "airflow: installing apache-airflow and the papermill provider into $venv"
+"$python" -m venv "$venv"
+"$venv/bin/pip" install --quiet --disable-pip-version-check \
+    'apache-airflow>=3,<4' 'apache-airflow-providers-papermill' >"$work/pip.log" 2>&1 \
+    || { tail -20 "$work/pip.log"; exit 1; }
+# the kernel papermill starts from inside Airflow is this checkout's interpreter
+"$python" -m ipykernel install --prefix "$venv" --name python3 \
+    --display-name "fraiseql-rb" >/dev/null
+
+echo "airflow: a sandbox for the DAG to run against"
+"$python" -m fraiseql_rb sandbox up --dir "$sandbox" --no-replica >/dev/null
+
+export AIRFLOW_HOME="$work/airflow"
+export AIRFLOW__CORE__DAGS_FOLDER="$AIRFLOW_HOME/dags"
+export AIRFLOW__CORE__LOAD_EXAMPLES=False
+export FRAISEQL_RB_INVENTORY="$sandbox/inventory.toml"
+export FRAISEQL_RB_OUTPUT_DIR="$work/reports"
+mkdir -p "$AIRFLOW__CORE__DAGS_FOLDER"
+cat >"$AIRFLOW__CORE__DAGS_FOLDER/fraiseql_proof.py" <<DAG
+import sys
+
+sys.path.insert(0, "$repo/examples/airflow")
+from fraiseql_dag import fleet_dag  # noqa: E402
+
+dag = fleet_dag("fraiseql_proof", {"service-health": "deploy/service_health.ipynb"},
+                ["sandbox"], notebooks="$repo/notebooks", output="$work/executed",
+                parameters={"service-health": {"samples": 2}})
+DAG
+"$venv/bin/airflow" db migrate >"$work/airflow-db.log" 2>&1 || { tail -20 "$work/airflow-db.log"; exit 1; }
+
+echo "airflow: dags test fraiseql_proof"
+if ! "$venv/bin/airflow" dags test fraiseql_proof >"$work/airflow-test.log" 2>&1; then
+    grep -iE 'error|exception' "$work/airflow-test.log" | tail -20
+    exit 1
+fi
+
+# what it must leave: the dated findings.json of the run, ok on a healthy sandbox, and the
+# executed notebook papermill wrote
+"$python" - "$work" <<'PY'
+import json, sys
+from pathlib import Path
+
+work = Path(sys.argv[1])
+found = sorted((work / "reports").glob("*/service-health/*/findings.json"))
+assert len(found) == 1, f"expected one dated service-health run, found {found}"
+data = json.loads(found[0].read_text())
+assert data["runbook"] == "service-health" and data["target"] == "sandbox", data
+assert data["status"] == "ok", [(f["check"], f["status"]) for f in data["findings"]]
+executed = sorted((work / "executed").glob("service-health.sandbox.*.ipynb"))
+assert len(executed) == 1, executed
+print(f"airflow: ok: {found[0]} ({len(data['findings'])} findings), {executed[0].name}")
+PY
