@@ -6,11 +6,21 @@
 # Usage: examples/airflow/prove.sh [WORKDIR]   (default: a new temporary directory)
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/../.." && pwd)"
-work="${1:-$(mktemp -d /tmp/fraiseql-rb-airflow-XXXXXX)}"
+work="${1:-}"
+own=""
+if [ -z "$work" ]; then work="$(mktemp -d /tmp/fraiseql-rb-airflow-XXXXXX)"; own=1; fi
+mkdir -p "$work"
+# mktemp makes it 0700: run as root, the sandbox's PostgreSQL (user postgres) must reach it
+chmod 755 "$work"
 python="${PYTHON:-python3}"
 venv="$work/venv"
 sandbox="$work/sandbox"
-trap '"$python" -m fraiseql_rb sandbox down --dir "$sandbox" --purge >/dev/null 2>&1 || true' EXIT
+cleanup() {
+    "$python" -m fraiseql_rb sandbox down --dir "$sandbox" --purge >/dev/null 2>&1 || true
+    # a directory this script made goes too (the venv is about 600 MB), unless it failed
+    if [ -n "$own" ] && [ "${1:-1}" -eq 0 ]; then rm -rf "$work"; fi
+}
+trap 'cleanup $?' EXIT
 
 echo "airflow: installing apache-airflow and the papermill provider into $venv"
 "$python" -m venv "$venv"
