@@ -7,8 +7,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-import nbformat
 import pytest
+from drill_helpers import write_runbook
 
 REPO = Path(__file__).resolve().parent.parent
 FINDINGS_KEYS = {"runbook", "target", "incident_id", "started_at", "finished_at",
@@ -122,26 +122,17 @@ def test_two_runs_in_one_second_never_share_a_directory(healthy_sandbox, tmp_pat
 
 def test_a_notebook_failing_half_way_keeps_its_findings_and_the_error(sandbox, tmp_path):
     """A runbook that raises after one finding: exit 3 unless worse, findings kept."""
-    books = tmp_path / "notebooks" / "deploy"
-    books.mkdir(parents=True)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    params = nbformat.v4.new_code_cell('target = "sandbox"\nincident_id = None')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        nbformat.v4.new_markdown_cell("# Broken\nA runbook that fails half-way."),
-        params,
-        nbformat.v4.new_code_cell("from fraiseql_rb.checks import service\n"
-                                  "from fraiseql_rb.core import context\n"
-                                  "run = context.start('broken', target)"),
-        nbformat.v4.new_code_cell("service.check_health(run)"),
-        nbformat.v4.new_code_cell("raise RuntimeError('disk on fire')"),
-        nbformat.v4.new_code_cell("run.summary()"),
-    ]
-    nbformat.write(nb, books / "broken.ipynb")
+    books = write_runbook(tmp_path, "deploy", "broken",
+                          "# Broken\nA runbook that fails half-way.",
+                          'target = "sandbox"\nincident_id = None',
+                          "from fraiseql_rb.checks import service\n"
+                          "from fraiseql_rb.core import context\n"
+                          "run = context.start('broken', target)",
+                          "service.check_health(run)",
+                          "raise RuntimeError('disk on fire')",
+                          "run.summary()")
     result = sandbox.cli("run", "broken", "--output-dir", str(tmp_path / "r"),
-                         env={"FRAISEQL_RB_NOTEBOOKS": str(tmp_path / "notebooks")})
+                         env={"FRAISEQL_RB_NOTEBOOKS": str(books)})
     assert result.returncode == 3, result.stderr
     artifact = Path(result.stdout.strip().splitlines()[-1])
     data = json.loads((artifact / "findings.json").read_text())

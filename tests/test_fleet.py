@@ -16,8 +16,8 @@ import sys
 import time
 from pathlib import Path
 
-import nbformat
 import pytest
+from drill_helpers import write_runbook
 from test_cli import assert_one_line_error, cli
 
 PASSWORD = "fleet-secret-Pa55word"
@@ -38,17 +38,9 @@ if verdict:
 
 @pytest.fixture
 def books(tmp_path: Path) -> Path:
-    folder = tmp_path / "notebooks" / "preflight"
-    folder.mkdir(parents=True)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    params = nbformat.v4.new_code_cell('target = "a"\nsleep_s = 0.0  # seconds to wait')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# Fleet tiny\nA verdict per target."), params,
-                nbformat.v4.new_code_cell(RECORD)]
-    nbformat.write(nb, folder / "fleet-tiny.ipynb")
-    return tmp_path / "notebooks"
+    return write_runbook(tmp_path, "preflight", "fleet-tiny",
+                         "# Fleet tiny\nA verdict per target.",
+                         'target = "a"\nsleep_s = 0.0  # seconds to wait', RECORD)
 
 
 @pytest.fixture

@@ -12,8 +12,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
-import nbformat
 import pytest
+from drill_helpers import write_runbook
 from test_cli import assert_one_line_error, cli
 
 from fraiseql_rb.core import inventory, secrets
@@ -68,27 +68,16 @@ def receiver() -> Iterator[Receiver]:
 def books(tmp_path: Path) -> Path:
     """A runbook whose verdict is a parameter: `ok` records an ok check; anything else a
     diagnosis with a root cause and next step, as the incident playbooks do."""
-    directory = tmp_path / "notebooks" / "incidents"
-    directory.mkdir(parents=True)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    params = nbformat.v4.new_code_cell('target = "sandbox"\nincident_id = None\n'
-                                       'verdict = "ok"  # ok, warning or critical')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [
-        nbformat.v4.new_markdown_cell("# Verdict\nRecords the verdict it is given."), params,
-        nbformat.v4.new_code_cell(
-            "from fraiseql_rb.core import context\n"
-            "run = context.start('verdict', target, incident_id=incident_id)\n"
-            "if verdict == 'ok':\n"
-            "    run.record('probe', 'ok', 'all good')\n"
-            "else:\n"
-            "    run.record('diagnosis', verdict, 'root cause: disk_full — the WAL disk is "
-            "full', {'root_cause': 'disk_full'}, 'free space on /var/lib/postgresql')\n"),
-    ]
-    nbformat.write(nb, directory / "verdict.ipynb")
-    return tmp_path / "notebooks"
+    return write_runbook(
+        tmp_path, "incidents", "verdict", "# Verdict\nRecords the verdict it is given.",
+        'target = "sandbox"\nincident_id = None\nverdict = "ok"  # ok, warning or critical',
+        "from fraiseql_rb.core import context\n"
+        "run = context.start('verdict', target, incident_id=incident_id)\n"
+        "if verdict == 'ok':\n"
+        "    run.record('probe', 'ok', 'all good')\n"
+        "else:\n"
+        "    run.record('diagnosis', verdict, 'root cause: disk_full — the WAL disk is "
+        "full', {'root_cause': 'disk_full'}, 'free space on /var/lib/postgresql')\n")
 
 
 def inventory_file(tmp_path: Path, extra: str) -> Path:

@@ -12,8 +12,8 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import nbformat
 import pytest
+from drill_helpers import write_runbook
 from test_cli import assert_one_line_error, cli
 
 from fraiseql_rb.sandbox import manager, state
@@ -187,17 +187,8 @@ def test_a_stale_sandbox_inventory_exits_64(sandbox_dir, tmp_path):
 @pytest.fixture
 def tiny_runbook(tmp_path: Path) -> Path:
     """A one-cell runbook: a kernel that starts and ends at once."""
-    books = tmp_path / "notebooks" / "preflight"
-    books.mkdir(parents=True)
-    nb = nbformat.v4.new_notebook()
-    nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3",
-                                 "language": "python"}
-    params = nbformat.v4.new_code_cell('target = "sandbox"')
-    params.metadata["tags"] = ["parameters"]
-    nb.cells = [nbformat.v4.new_markdown_cell("# Tiny\nStarts a kernel and stops."), params,
-                nbformat.v4.new_code_cell("x = 1")]
-    nbformat.write(nb, books / "tiny.ipynb")
-    return tmp_path / "notebooks"
+    return write_runbook(tmp_path, "preflight", "tiny", "# Tiny\nStarts a kernel and stops.",
+                         'target = "sandbox"', "x = 1")
 
 
 def test_run_names_the_inventory_and_target_it_used(tmp_path, tiny_runbook):
