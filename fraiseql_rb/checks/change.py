@@ -60,6 +60,14 @@ def reached(ctx: RunContext) -> str | None:
 _BLOCKING = (Status.CRITICAL, Status.UNKNOWN)
 
 
+def stopping(ctx: RunContext, prechecks: Iterable[str]) -> list[str]:
+    """The pre-checks recorded so far that stop the change (critical, or unknown: what could
+    not be measured is not safe): the gate's rule, for a step that must not run before it
+    (a backup or dump nobody will need)."""
+    return [name for name in prechecks
+            if (found := ctx.latest(name)) is not None and found.status in _BLOCKING]
+
+
 @check("change.gate")
 def gate(ctx: RunContext, prechecks: Iterable[str], *, dangerous: bool = False,
          needed: bool = True, nothing_to_do: str = "nothing needs changing") -> Finding:
@@ -68,12 +76,13 @@ def gate(ctx: RunContext, prechecks: Iterable[str], *, dangerous: bool = False,
     changing (`needed`), execute=True, and for a `dangerous` change confirm = the target's
     name. The answer is `evidence.proceed`; `allowed` reads it."""
     names = list(prechecks)
+    stopped = set(stopping(ctx, names))
     blocking = []
     for name in names:
         found = ctx.latest(name)
         if found is None:
             blocking.append({"check": name, "status": "missing", "summary": "did not run"})
-        elif found.status in _BLOCKING:
+        elif name in stopped:
             blocking.append({"check": name, "status": str(found.status),
                              "summary": found.summary})
     evidence: dict[str, Any] = {"prechecks": names, "blocking": blocking,

@@ -54,7 +54,6 @@ VERSION_RULE = ("the /health version equals the target, or has the target's rele
 # Every pre-check the gate reads: one failed or unmeasured stops the upgrade.
 PRECHECKS = ("service.health", "graphql.data_path", "patch.versions", "patch.baseline",
              "patch.commands", "patch.config_backup", "backup.fresh_dump")
-_BLOCKING = (Status.CRITICAL, Status.UNKNOWN)
 _PASSING = (Status.OK, Status.INFO)
 
 
@@ -154,12 +153,6 @@ def _evidence(ctx: RunContext, name: str) -> dict[str, Any]:
 def needed(ctx: RunContext) -> bool:
     """patch.versions found something to install."""
     return bool(_evidence(ctx, "patch.versions").get("needed"))
-
-
-def _blocked(ctx: RunContext) -> list[str]:
-    """The pre-checks recorded so far that stop the change (critical or unknown)."""
-    return [name for name in PRECHECKS
-            if (found := ctx.latest(name)) is not None and found.status in _BLOCKING]
 
 
 def _previous(ctx: RunContext) -> str | None:
@@ -352,7 +345,7 @@ def backup_config(ctx: RunContext) -> Finding:
     0600 (it holds what the config holds). Written only when the change will run."""
     if not needed(ctx):
         return ctx.skip("no change planned: no backup needed")
-    if blocked := _blocked(ctx):
+    if blocked := change.stopping(ctx, PRECHECKS):
         return ctx.skip(f"the change will not run ({', '.join(blocked)} failed): no backup")
     config = ctx.target.get("config_path")
     if not config:
@@ -430,7 +423,7 @@ def take_dump(ctx: RunContext) -> Finding:
     whatever the new release writes can be undone. Not taken when nothing will change."""
     if not needed(ctx):
         return backup.take_fresh_dump.skip(ctx, "no change planned: no dump needed")
-    if blocked := _blocked(ctx):
+    if blocked := change.stopping(ctx, PRECHECKS):
         return backup.take_fresh_dump.skip(ctx, f"the change will not run ({', '.join(blocked)}"
                                            " failed): no dump")
     versions = _evidence(ctx, "patch.versions")

@@ -550,8 +550,7 @@ def take_dump(ctx: RunContext) -> Finding:
     if plan is None or not plan["versions"]:
         return backup.take_fresh_dump.skip(ctx, "no migration to run")
     direction = plan["direction"]
-    blocking = [name for name in PRECHECKS if (found := ctx.latest(name)) is not None
-                and found.status in (Status.CRITICAL, Status.UNKNOWN)]
+    blocking = change.stopping(ctx, PRECHECKS)
     if ctx.execute and blocking:
         return backup.take_fresh_dump.skip(ctx, f"the change will not run: "
                                            f"{', '.join(blocking)} stopped it")
