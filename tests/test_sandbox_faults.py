@@ -116,11 +116,16 @@ def test_slow_query(healthy_sandbox, sb: Sandbox) -> None:
         healthy_sandbox.fault("slow-query")  # twice: the same holder, nothing stacked
         assert Sandbox.open(sb.root).state["slow_query_pid"] == pid
         assert sessions(sb, drill_app) == len(holder.SLOW_STATEMENTS)
-        long_running = wait_for(lambda: sql(
-            sb, "SELECT query FROM pg_stat_activity WHERE application_name = %s "
-                "AND state = 'active' AND now() - query_start > interval '1 second'",
-            (drill_app,)), 5)
-        assert {q for (q,) in long_running} == set(holder.SLOW_STATEMENTS)
+        def long_running() -> set[str]:
+            return {q for (q,) in sql(
+                sb, "SELECT query FROM pg_stat_activity WHERE application_name = %s "
+                    "AND state = 'active' AND now() - query_start > interval '1 second'",
+                (drill_app,))}
+
+        # both statements, each past its first second: they start a moment apart, so the
+        # wait is for the whole set, not for the first one to show
+        wait_for(lambda: long_running() == set(holder.SLOW_STATEMENTS), 5)
+        assert long_running() == set(holder.SLOW_STATEMENTS)
         # the stand-in's own statements now sleep inside PostgreSQL, cache or not
         parallel(*[lambda n=n: graphql(sb, f"{{ users(limit: {n}) {{ id }} }}")
                    for n in range(1, 5)])
