@@ -128,3 +128,21 @@ def test_stale_directories_of_dead_processes_are_swept():
     assert scratch.sweep_stale() == [stale]
     assert not stale.exists() and foreign.exists()
     foreign.rmdir()
+
+
+def test_the_servers_reason_survives_the_shutdown_lines_after_it(tmp_path):
+    # a recovery that fails after the server was ready: FATAL, then five lines of shutdown
+    sc = scratch.ScratchCluster("log", tmp_path, tmp_path / "pgdata", 5432)
+    sc.logfile.parent.mkdir(parents=True)
+    sc.logfile.write_text(
+        "LOG:  database system is ready to accept read-only connections\n"
+        "FATAL:  recovery ended before configured recovery target was reached\n"
+        "LOG:  startup process (PID 8203) exited with exit code 1\n"
+        "LOG:  terminating any other active server processes\n"
+        "LOG:  shutting down due to startup process failure\n"
+        "LOG:  database system is shut down\n"
+        "LOG:  one more line\n")
+    tail = sc.log_tail()
+    assert "FATAL:  recovery ended before configured recovery target" in tail
+    assert tail.endswith("one more line")
+    assert "ready to accept" not in tail  # still the last lines, not the whole log
