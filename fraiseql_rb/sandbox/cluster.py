@@ -45,7 +45,13 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 from psycopg import sql
 
-from fraiseql_rb.targets.pgbin import has_extension, has_ssl, pg_bindir, pgserver_bindir
+from fraiseql_rb.targets.pgbin import (
+    has_extension,
+    has_ssl,
+    pg_bindir,
+    pgserver_bindir,
+    server_log_tail,
+)
 
 from . import audit_data
 
@@ -77,12 +83,6 @@ def free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
-
-
-def _tail(text: str, lines: int = 5, limit: int = 600) -> str:
-    kept = [ln.strip() for ln in text.splitlines() if ln.strip()][-lines:]
-    out = " | ".join(kept)
-    return out if len(out) <= limit else "..." + out[-limit:]
 
 
 def _conf_value(value: object) -> str:
@@ -379,13 +379,13 @@ class Cluster:
             raise ClusterError(f"{what} could not run: {exc.strerror or exc}") from None
         if proc.returncode != 0:
             detail = self._log_tail() if log_tail else ""
-            detail = detail or _tail(proc.stderr + "\n" + proc.stdout)
+            detail = detail or server_log_tail(proc.stderr + "\n" + proc.stdout)
             raise ClusterError(f"{what} failed (exit {proc.returncode}): {detail}")
         return proc
 
     def _log_tail(self) -> str:
         with contextlib.suppress(OSError):
-            return _tail(self.logfile.read_text(errors="replace"))
+            return server_log_tail(self.logfile.read_text(errors="replace"))
         return ""
 
     def _log_hint(self) -> str:
@@ -618,7 +618,7 @@ class Cluster:
             return psycopg.connect(**self.superuser_conninfo(dbname), autocommit=autocommit)
         except psycopg.OperationalError as exc:
             raise ClusterError(f"cannot connect to {dbname} over {self.run_dir}: "
-                               f"{_tail(str(exc), 2)}") from None
+                               f"{server_log_tail(str(exc), 2)}") from None
 
     def dsn(self, user: str, password: str, dbname: str = APP_DB, sslmode: str | None = None,
             **params: str | int) -> str:

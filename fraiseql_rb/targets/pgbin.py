@@ -35,6 +35,19 @@ class PgBinariesNotFound(RuntimeError):
     """No usable PostgreSQL server binaries were found (message is one line)."""
 
 
+def server_log_tail(text: str, lines: int = 5, limit: int = 600) -> str:
+    """The last lines of a server log, joined with ' | ', for a one-line error. A server
+    that fails after it was ready writes its reason (FATAL or PANIC) and then five lines of
+    shutdown, so that reason is kept first when the tail alone would lose it."""
+    every = [ln.strip() for ln in text.splitlines() if ln.strip()]
+    kept = every[-lines:]
+    reasons = [ln for ln in every if re.search(r"\b(FATAL|PANIC):", ln)]
+    if reasons and reasons[-1] not in kept:
+        kept = [reasons[-1], *kept]
+    out = " | ".join(kept)
+    return out if len(out) <= limit else out[:limit // 2] + " ... " + out[-limit // 2:]
+
+
 def _is_exe(path: Path) -> bool:
     return path.is_file() and os.access(path, os.X_OK)
 

@@ -229,18 +229,9 @@ def _give(account: pwd.struct_passwd | None, top: Path) -> None:
                      follow_symlinks=False)
 
 
-def _log_tail(logfile: Path, lines: int = 5) -> str:
-    """The last lines an error carries. A server that fails after it was ready writes its
-    reason (FATAL or PANIC) and then five lines of shutdown, so that reason is kept first
-    when the tail alone would lose it."""
+def _log_tail(logfile: Path, lines: int = 5) -> str:  # the last lines an error carries
     with contextlib.suppress(OSError):
-        every = [ln.strip() for ln in logfile.read_text(errors="replace").splitlines()
-                 if ln.strip()]
-        kept = every[-lines:]
-        reasons = [ln for ln in every if re.search(r"\b(FATAL|PANIC):", ln)]
-        if reasons and reasons[-1] not in kept:
-            kept = [reasons[-1], *kept]
-        return " | ".join(kept)
+        return pgbin.server_log_tail(logfile.read_text(errors="replace"), lines)
     return ""
 
 
