@@ -18,6 +18,7 @@ import signal
 import ssl
 import sys
 import time
+from collections.abc import Iterator, Sequence
 from urllib.parse import urlsplit
 
 import httpx
@@ -74,6 +75,20 @@ def running(sb: Sandbox) -> bool:
     return processes.alive(sb.state.get("traffic_pid"), MODULE)
 
 
+def mix(queries: Sequence[tuple[str, str, int]]) -> Iterator[tuple[str, str, int]]:
+    """The queries in their weights' proportions, evenly interleaved (smooth weighted
+    round-robin): any window of requests carries the declared mix to within one request, so
+    a drill's short window judges the fault it injected, not the luck of a random draw."""
+    total = sum(weight for _, _, weight in queries)
+    credit = [0] * len(queries)
+    while True:
+        for i, (_, _, weight) in enumerate(queries):
+            credit[i] += weight
+        pick = max(range(len(queries)), key=credit.__getitem__)
+        credit[pick] -= total
+        yield queries[pick]
+
+
 def _loopback_only(url: str) -> None:
     host = urlsplit(url).hostname or ""
     if host != "localhost" and not ipaddress.ip_address(host).is_loopback:
@@ -102,14 +117,14 @@ def main(argv: list[str] | None = None) -> int:
     signal.signal(signal.SIGINT, on_signal)
     rng = random.Random(args.seed)
     queries = [q for q in QUERIES if not (args.no_typename and q[0] == "typename")]
-    weights = [w for _, _, w in queries]
+    order = mix(queries)
     deadline = time.monotonic() + args.max_seconds
     interval = 1.0 / args.rps
     verify = ssl.create_default_context(cafile=args.ca)
     with httpx.Client(base_url=args.url, verify=verify, timeout=5) as client:
         while not stop and time.monotonic() < deadline:
             began = time.monotonic()
-            name, template, _ = rng.choices(queries, weights)[0]
+            name, template, _ = next(order)
             offset = (rng.randrange(15, 10_000) if rng.random() < UNCACHED_SHARE
                       else rng.choice(POPULAR_OFFSETS))
             query = template.format(offset=offset)
