@@ -33,6 +33,12 @@ def backup_dir(sb) -> Path:
     return manager.Sandbox.open(sb.root).cluster.backup_dir
 
 
+def made_at(sb) -> datetime:
+    """When `up` made the backups: their names carry that day, not the day a test reads them
+    (a suite that crosses midnight)."""
+    return datetime.fromisoformat(manager.Sandbox.open(sb.root).state["backups_made_at"])
+
+
 def age_days(path: Path) -> float:
     return (time.time() - path.stat().st_mtime) / DAY_S
 
@@ -72,7 +78,7 @@ def newest(directory: Path, pattern: str) -> Path:
 
 def test_daily_dumps_spread_over_the_retention_window(sandbox):
     directory = backup_dir(sandbox)
-    today = datetime.now(UTC).strftime("%Y%m%d")
+    today = made_at(sandbox).strftime("%Y%m%d")
     for suffix in ("sql", "dump"):
         assert (directory / f"fraiseql-{today}.{suffix}").is_file()
     dumps = [p for p in directory.iterdir() if re.fullmatch(r"fraiseql-\d{8}\.(sql|dump)", p.name)]
@@ -94,7 +100,7 @@ def test_daily_dumps_spread_over_the_retention_window(sandbox):
 
 def test_plain_dump_is_sql_text_and_custom_dump_lists(sandbox):
     directory = backup_dir(sandbox)
-    today = datetime.now(UTC).strftime("%Y%m%d")
+    today = made_at(sandbox).strftime("%Y%m%d")
     plain = (directory / f"fraiseql-{today}.sql").read_text()
     assert plain.startswith("--\n-- PostgreSQL database dump")
     assert "CREATE TABLE public.tb_user" in plain
@@ -104,7 +110,7 @@ def test_plain_dump_is_sql_text_and_custom_dump_lists(sandbox):
     assert f"TABLE DATA public {audit_data.AUDIT_TABLE}" in listing.stdout
     assert pg_restore_list(directory / f"fraiseql-{today}.sql").returncode != 0
     # an older day's dump is real too: the schema and every table but the audit rows
-    older = directory / f"fraiseql-{(datetime.now(UTC) - timedelta(days=3)):%Y%m%d}.dump"
+    older = directory / f"fraiseql-{(made_at(sandbox) - timedelta(days=3)):%Y%m%d}.dump"
     assert "TABLE DATA public tb_post" in pg_restore_list(older).stdout
 
 
@@ -128,7 +134,7 @@ def test_audit_archives_hold_each_days_rows(sandbox):
     directory = backup_dir(sandbox)
     archives = sorted(directory.glob("audit-*.gz"))
     assert len(archives) == backups.AUDIT_DAYS
-    yesterday = datetime.now(UTC).date() - timedelta(days=1)
+    yesterday = made_at(sandbox).date() - timedelta(days=1)
     assert archives[-1].name == f"audit-{yesterday:%Y%m%d}.gz"
     cl = manager.Sandbox.open(sandbox.root).cluster
     with cl.connect(pgcluster.APP_DB) as conn:
@@ -181,7 +187,7 @@ def test_backup_stale_injects_and_heals_byte_for_byte(healthy_sandbox):
     sb = healthy_sandbox
     directory = backup_dir(sb)
     before = snapshot(sb)
-    today = datetime.now(UTC).strftime("%Y%m%d")
+    today = made_at(sb).strftime("%Y%m%d")
     sb.fault("backup-stale")
     sb.fault("backup-stale")  # twice: moves nothing more
     try:
@@ -256,6 +262,7 @@ def test_scale_multiplies_the_generated_rows():
                 "(SELECT count(*) FROM tb_post p JOIN tb_user u ON u.pk_user = p.fk_user "
                 " WHERE u.email LIKE 'copy1.%')").fetchone()
         assert counts == (400, 1200, 1000, 600)
-        assert os.path.getsize(cl.backup_dir / f"fraiseql-{datetime.now(UTC):%Y%m%d}.dump")
+        made = datetime.fromisoformat(manager.Sandbox.open(root).state["backups_made_at"])
+        assert os.path.getsize(cl.backup_dir / f"fraiseql-{made:%Y%m%d}.dump")
     finally:
         manager.down(root, purge=True)

@@ -110,6 +110,8 @@ def _write(path: Path, data: bytes, when: datetime) -> None:
 def make(sb: Sandbox, now: datetime | None = None) -> Path:
     """Fill backup_dir as described above; returns the base backup's directory."""
     now = now or datetime.now(UTC)
+    # the day the files are named after, for whoever reads them across a midnight
+    sb.state["backups_made_at"] = now.isoformat()
     cl = sb.cluster
     cl.backup_dir.mkdir(mode=0o700, exist_ok=True)
     took: dict[str, float] = {}
