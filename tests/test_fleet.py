@@ -246,6 +246,71 @@ def test_a_scheduler_that_dies_leaves_the_rest_not_run(tmp_path, inv, env):
     assert stderr.count("no result from the Dask cluster") == 3
 
 
+def _runs_of(inv: Path) -> list:
+    """The one-target `fraiseql-rb run ... --target T` children this test's fleet started
+    (their command line names this test's own inventory; the fleet's own has --targets)."""
+    import psutil
+
+    found = []
+    for proc in psutil.process_iter(["cmdline"]):
+        cmdline = proc.info["cmdline"] or []
+        if str(inv) in cmdline and "fraiseql_rb" in cmdline and "--target" in cmdline:
+            found.append(proc)
+    return found
+
+
+def test_a_worker_that_dies_mid_run_is_not_run_again(tmp_path, inv, env):
+    """Dask gives a dead worker's task to the worker its nanny starts again. A runbook may
+    change things, so the target's run must not start a second time: it is reported lost
+    (unknown, exit 3), and the run the worker had started is stopped with it and closes its
+    record as interrupted."""
+    port = _free_port()
+    address = f"tcp://127.0.0.1:{port}"
+    full_env = {**os.environ, **env}
+    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
+    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
+                                  "--host", "127.0.0.1", "--port", str(port),
+                                  "--no-dashboard"], env=full_env, **quiet)
+    nanny = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                              "--nthreads", "1", "--no-dashboard"], env=full_env, **quiet)
+    out = tmp_path / "reports"
+    try:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "fraiseql_rb", "run", "fleet-tiny", "--inventory", str(inv),
+             "--output-dir", str(out), "--targets", "a", "-p", "sleep_s", "30",
+             "--dask-scheduler", address],
+            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env={**full_env, "FRAISEQL_RB_DASK_TIMEOUT": "20"})
+        deadline = time.monotonic() + 60
+        while not _runs_of(inv) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        runs = _runs_of(inv)
+        assert len(runs) == 1, "the target's run did not start on the worker"
+        time.sleep(3)  # the kernel is in the runbook's sleep
+        worker = runs[0].parent()
+        assert worker.ppid() == nanny.pid, worker.cmdline()
+        worker.kill()  # the worker process, not its nanny
+        stdout, stderr = proc.communicate(timeout=120)
+    finally:
+        for child in (scheduler, nanny):
+            child.kill()
+            child.wait()
+        _end_runs_of(inv)
+    assert proc.returncode == 3, stderr
+    assert "Traceback" not in stderr
+    data = json.loads(Path(stdout.strip().splitlines()[-1]).read_text())
+    row = data["targets"][0]
+    assert row["status"] == "unknown", row
+    assert "worker running it died" in row["root_cause"]
+    deadline = time.monotonic() + 30  # the stopped run closes its record on its own
+    while not list(out.glob("*/fleet-tiny/*/findings.json")) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    started = sorted(out.glob("*/fleet-tiny/*/findings.json"))
+    assert len(started) == 1, started  # one run, never a second
+    findings = json.loads(started[0].read_text())
+    assert [f["check"] for f in findings["findings"]][-1] == "run.interrupted"
+
+
 def _end_runs_of(inv: Path) -> None:
     """End the `fraiseql-rb run` children this test's fleet started (their command line names
     this test's own inventory), and their kernels, by process id."""

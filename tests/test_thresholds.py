@@ -222,6 +222,7 @@ NOT_LIMITS = {
     "EXIT_OK", "EXIT_WARNING", "EXIT_CRITICAL", "EXIT_UNKNOWN", "EXIT_USAGE",  # DESIGN's codes
     "ARTIFACT_FILE_MODE", "ARTIFACT_DIR_MODE",  # DESIGN's artifact modes
     "SSL_REQUEST_CODE",  # PostgreSQL's wire protocol
+    "_PR_SET_PDEATHSIG",  # Linux's prctl(2) option number
     "MAX_POINTS",  # Prometheus refuses range queries of more points
     "_DAY_S",  # seconds in a day
     "_MIN_SECRET_LEN",  # shorter values are not masked: they would mask common words

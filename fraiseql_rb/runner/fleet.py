@@ -17,7 +17,8 @@ bad parameter for any target, `--jobs` below 1, a scheduler that does not answer
 exit 64. The summary is a table on stdout and `fleet-HHMMSSZ[_INCIDENT].json` beside the
 runbook's dated artifact directories; its path is the last line of stdout, as a run's
 artifact directory is. A target whose run never finished (not started before Ctrl-C/SIGTERM,
-or lost with a Dask scheduler that died) is listed as "not run", never dropped.
+or lost with a Dask scheduler that died) is listed as "not run", never dropped; one whose
+Dask worker died mid-run is not started again (`run_target`) and is listed as unknown.
 """
 
 from __future__ import annotations
@@ -65,6 +66,7 @@ POLL_S = 0.5
 TASK_POLL_S = thresholds.FLEET_TASK_POLL_S
 # Names of the Dask events that carry a fleet's Ctrl-C/SIGTERM to its tasks.
 _STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+_PR_SET_PDEATHSIG = 1  # prctl(2)
 
 
 @dataclass
@@ -196,9 +198,19 @@ def command_for(request: runner.RunRequest, overrides: dict[str, str],
     return command
 
 
+def _die_with_parent() -> None:
+    """In the child, before it runs: SIGTERM when the thread that started it dies (Linux's
+    PR_SET_PDEATHSIG), so a run whose Dask worker was killed closes its record as interrupted
+    instead of running on unwatched."""
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, int(signal.SIGTERM))
+
+
 def _run_child(command: list[str], should_stop: Callable[[], int | None],
                on_start: Callable[[subprocess.Popen[str]], None] | None = None,
-               poll_s: float = POLL_S) -> dict[str, Any]:
+               poll_s: float = POLL_S, die_with_parent: bool = False) -> dict[str, Any]:
     """Run one `fraiseql-rb run` to its end. It leads its own session, so a terminal's Ctrl-C
     reaches the fleet only, which passes it on once (a second signal would mean "stop now").
     When `should_stop` names a signal, it is passed on and the child's own handling closes
@@ -207,7 +219,8 @@ def _run_child(command: list[str], should_stop: Callable[[], int | None],
         return {"started": False}
     proc = subprocess.Popen([sys.executable, "-m", "fraiseql_rb", *command],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, start_new_session=True)
+                            text=True, start_new_session=True,
+                            preexec_fn=_die_with_parent if die_with_parent else None)
     if on_start is not None:
         on_start(proc)
     sent: int | None = None
@@ -224,16 +237,29 @@ def _run_child(command: list[str], should_stop: Callable[[], int | None],
     return {"started": True, "returncode": proc.returncode, "stdout": out, "stderr": err}
 
 
-def run_target(command: list[str], stop_prefix: str | None = None) -> dict[str, Any]:
+def run_target(command: list[str], stop_prefix: str | None = None,
+               claim: str | None = None) -> dict[str, Any]:
     """The Dask task: one target's run on a worker (`command`: the arguments of
     `python -m fraiseql_rb`). The fleet's Ctrl-C/SIGTERM arrives as a
     Dask event named `stop_prefix-SIGNAL`; a task that has not started yet then does nothing
-    (reported "not run"), a running one passes the signal to its child."""
+    (reported "not run"), a running one passes the signal to its child.
+
+    Dask gives the task of a worker that died to another worker. A runbook may change things
+    (a planned change with execute), so a target's run is started at most once: the `claim`
+    event is set when it starts, and a second attempt finds it set and reports the loss
+    instead of running again."""
     events: list[tuple[int, Any]] = []
     if stop_prefix:
         import distributed
 
         events = [(int(s), distributed.Event(f"{stop_prefix}-{s.name}")) for s in _STOP_SIGNALS]
+    if claim:
+        import distributed
+
+        started = distributed.Event(claim)
+        if started.is_set():
+            return {"started": False, "lost": True}
+        started.set()
 
     def should_stop() -> int | None:
         for signum, event in events:
@@ -242,13 +268,19 @@ def run_target(command: list[str], stop_prefix: str | None = None) -> dict[str, 
                     return signum
         return None
 
-    return _run_child(command, should_stop, poll_s=TASK_POLL_S)
+    return _run_child(command, should_stop, poll_s=TASK_POLL_S, die_with_parent=True)
 
 
 def _result_of(target: str, outcome: dict[str, Any] | None) -> TargetResult:
     """A row from what the child left: its last stdout line is its artifact directory and
     findings.json there says status and root cause."""
     row = TargetResult(target)
+    if outcome and outcome.get("lost"):
+        row.status = str(Status.UNKNOWN)
+        row.root_cause = ("the Dask worker running it died; not started again (the run was "
+                          "stopped with it and may have done part of its work: its artifact "
+                          "directory, if any, ends with run.interrupted)")
+        return row
     if not outcome or not outcome.get("started"):
         return row
     row.exit_code = int(outcome["returncode"])
@@ -412,8 +444,9 @@ def _run_dask(client: Any, commands: dict[str, list[str]], stop: _Stop, quiet: b
             distributed.Event(f"{fleet_id}-{signal.Signals(signum).name}", client=client).set()
 
     stop.listeners.append(tell_workers)
-    futures = {client.submit(run_target, command, fleet_id, key=f"{fleet_id}-{target}",
-                             pure=False): target for target, command in commands.items()}
+    futures = {client.submit(run_target, command, fleet_id, f"{fleet_id}-{target}-started",
+                             key=f"{fleet_id}-{target}", pure=False): target
+               for target, command in commands.items()}
     outcomes: dict[str, dict[str, Any] | None] = dict.fromkeys(commands)
     pending = set(futures)
     while pending:  # polled: the main thread stays free for signal handlers
