@@ -8,6 +8,7 @@ registered with `secrets` so that it is masked wherever it might be displayed.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import json
 import os
@@ -424,3 +425,15 @@ def _read_text(path: Path) -> str:
 
 def load_target(name: str, path: str | Path | None = None) -> Target:
     return load(path).target(name)
+
+
+def register_secrets(path: str | Path | None, names: list[str]) -> None:
+    """Read these targets' secrets in this process too, so that what a child run said (its
+    stderr, a root cause, an executed notebook) is masked before this process shows or
+    writes it. An unreadable secret is the run's own finding, not an error here."""
+    inv = load(path)
+    for name in names:
+        for key in sorted(SECRET_NAMES):
+            with contextlib.suppress(Exception):
+                inv.target(name).secret(key)
+    secrets.register_environment()

@@ -126,18 +126,6 @@ def _prepare_all(args: argparse.Namespace, names: list[str], inventory_path: Pat
     return requests
 
 
-def _register_secrets(inventory_path: Path, names: list[str]) -> None:
-    """Read each target's secrets here too, so that anything a child said (its stderr, a
-    root cause) is masked before this process shows or writes it. An unreadable secret is the
-    child's finding, as in a single run, not a fleet error."""
-    inv = inventory.load(inventory_path)
-    for name in names:
-        for key in sorted(inventory.SECRET_NAMES):
-            with contextlib.suppress(Exception):
-                inv.target(name).secret(key)
-    secrets.register_environment()
-
-
 def _scheduler_address(args: argparse.Namespace) -> str | None:
     """--dask-scheduler, else $DASK_SCHEDULER_ADDRESS unless --jobs asks for local runs."""
     if args.dask_scheduler:
@@ -526,7 +514,7 @@ def main(args: argparse.Namespace) -> int:
         raise UsageError(f"--jobs must be 1 or more, got {args.jobs}")
     overrides = {name: value for name, value in args.parameter or []}
     requests = _prepare_all(args, names, inventory_path, overrides)
-    _register_secrets(inventory_path, names)
+    inventory.register_secrets(inventory_path, names)
     address = _scheduler_address(args)
     client = _connect(address) if address else None  # refused here, before anything runs
 
