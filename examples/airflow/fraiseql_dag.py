@@ -67,8 +67,9 @@ def fleet_dag(dag_id: str, runbooks: Mapping[str, str], targets: Sequence[str], 
     pairs independent of each other (Airflow's pool and parallelism decide how many run at
     once). `runbooks` maps a runbook name to its notebook path under `notebooks`;
     `parameters` gives a runbook's parameters besides target and incident_id (papermill does
-    not check them: use the names and types `fraiseql-rb list` prints); `python` is the interpreter where fraiseql-rb is installed,
-    and a verdict in `fail_on` fails the verdict task."""
+    not check them: use the names and types `fraiseql-rb list` prints); `python` is the
+    interpreter where fraiseql-rb is installed, and a verdict in `fail_on` fails the verdict
+    task."""
     Path(output).mkdir(parents=True, exist_ok=True)
     with DAG(dag_id, schedule=schedule, start_date=start_date, catchup=False,
              tags=["fraiseql-rb"]) as dag:
