@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import random
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ from urllib.parse import unquote
 
 import pytest
 
+from fraiseql_rb.core import thresholds
 from fraiseql_rb.site import build, pages
 from tests.site_tree import bench_site
 
@@ -91,6 +93,34 @@ def test_index_lists_every_run_newest_first_with_working_relative_links(tree: Pa
     pdfs = [link for link in index.links if link.endswith(".pdf")]
     assert len(pdfs) == len(list(tree.glob("*/*/*/*.pdf"))) >= 1
     assert {oct(p.stat().st_mode & 0o777) for p in site.iterdir()} == {"0o640"}
+
+
+def test_the_index_lists_the_newest_runs_and_every_run_is_on_its_months_page(
+        tree: Path, monkeypatch) -> None:
+    """A year of a fleet's daily runs would make one index page of 100 MB: the index keeps
+    the newest SITE_INDEX_RUNS, and one page per month holds every run once."""
+    monkeypatch.setattr(thresholds, "SITE_INDEX_RUNS", 40)
+    stats = build.build(tree)
+    site = tree / "site"
+    index = parse(site / "index.html")
+    assert len(index.rows) == 40
+    assert f"The newest 40 of {stats.runs} runs" in (site / "index.html").read_text()
+    months = sorted(p.name for p in site.glob("runs-*.html"))
+    assert months == ["runs-2026-10.html", "runs-2026-11.html"]
+    assert set(months) <= set(index.links)
+    seen = []
+    for name in months:
+        rows = parse(site / name).rows
+        assert {r["data-date"][:7] for r in rows} == {name[5:12]}
+        seen += [(r["data-date"], r["data-runbook"], r["data-target"]) for r in rows]
+    assert len(seen) == stats.runs  # each run once, on its month's page
+    newest = parse(site / "runs-2026-11.html").rows[:40]
+    assert [r["data-date"] for r in index.rows] == [r["data-date"] for r in newest]
+    # a month whose reports were removed loses its page at the next build
+    for day in tree.glob("2026-10-*"):
+        shutil.rmtree(day)
+    build.build(tree)
+    assert sorted(p.name for p in site.glob("runs-*.html")) == ["runs-2026-11.html"]
 
 
 def test_incident_page_merges_every_run_into_one_timeline(tree: Path) -> None:

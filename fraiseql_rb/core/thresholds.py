@@ -199,6 +199,9 @@ CATALOGUE: dict[str, Limit] = {
     "fleet_task_poll_s": _l(1.0, "s", "a Dask task's child run is checked this often for its "
                             "end or a stop event: fast enough for Ctrl-C, cheap for the worker",
                             "fleet runs on Dask: a task's polling interval"),
+    "site_index_runs": _l(1000, "runs", "a page of 1,000 rows is about 1 MB and filters at "
+                          "once in a browser; older runs are on one page per month",
+                          "the report site's index: the newest runs it lists"),
     "kernel_start_attempts": _l(2, "attempts", "a kernel that dies or stays silent while "
                                 "starting on a loaded machine starts the next time; no cell "
                                 "ran, so nothing is repeated", "kernel starts before a run "
@@ -606,6 +609,7 @@ CELL_TIMEOUT_S = int(_number("cell_timeout_s"))
 KERNEL_START_ATTEMPTS = int(_number("kernel_start_attempts"))
 DASK_SCHEDULER_TIMEOUT_S = _number("dask_scheduler_timeout_s")
 FLEET_TASK_POLL_S = _number("fleet_task_poll_s")
+SITE_INDEX_RUNS = int(_number("site_index_runs"))
 INTERRUPT_GRACE_S = _number("interrupt_grace_s")
 DASHBOARD_MIN_RATE_WINDOW_S = int(_number("dashboard_min_rate_window_s"))
 DASHBOARD_SAMPLE_INTERVAL_S = _number("dashboard_sample_interval_s")

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
 
+from fraiseql_rb.core import thresholds
 from fraiseql_rb.core.errors import UsageError
 from fraiseql_rb.core.findings import ARTIFACT_DIR_MODE, ARTIFACT_FILE_MODE
 from fraiseql_rb.site import pages, scan
@@ -70,7 +71,19 @@ def build(output_dir: Path, site_dir: Path | None = None) -> BuildStats:
             by_incident.setdefault(run["incident_id"], []).append(run)
     written = _write(site_dir / "site.css", pages.CSS)
     written += _write(site_dir / "filter.js", pages.FILTER_JS)
-    written += _write(site_dir / "index.html", pages.index(result.runs, prefix))
+    by_month: dict[str, list[dict]] = {}
+    for run in result.runs:  # newest first, as scan returns them
+        by_month.setdefault(run["started_at"][:7], []).append(run)
+    counts = {month: len(runs) for month, runs in by_month.items()}
+    written += _write(site_dir / "index.html",
+                      pages.index(result.runs[:thresholds.SITE_INDEX_RUNS], prefix,
+                                  months=counts, total=len(result.runs)))
+    for month, runs in by_month.items():
+        written += _write(site_dir / pages.month_file(month),
+                          pages.index(runs, prefix, title=f"Runs of {month}", months=counts))
+    for stale in site_dir.glob(pages.month_file("*")):  # a month whose reports were removed
+        if stale.name not in {pages.month_file(m) for m in by_month}:
+            stale.unlink()
     written += _write(site_dir / "incidents.html", pages.incidents_list(by_incident))
     written += _write(site_dir / "trends.html", pages.trends_page(result.runs))
     for incident_id, runs in by_incident.items():

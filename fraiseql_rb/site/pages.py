@@ -132,9 +132,26 @@ def _options(name: str, values: list[str]) -> str:
             f'<option value="">all</option>{opts}</select></label>')
 
 
-def index(runs: list[dict[str, Any]], prefix: str) -> str:
-    """Every run, newest first, with filters by date range, runbook, target, incident and
-    status (status also offers 'damaged' and 'interrupted')."""
+def month_file(month: str) -> str:
+    """The page of one month's runs (`month` as YYYY-MM)."""
+    return f"runs-{month}.html"
+
+
+def _months(counts: dict[str, int], total: int, shown: int) -> str:
+    """Every month with its number of runs, so any run is two clicks from the index."""
+    links = " ".join(f'<a href="{quote(month_file(m))}">{escape(m)}</a> ({n})'
+                     for m, n in sorted(counts.items(), reverse=True))
+    lead = (f"The newest {shown} of {total} runs; every run by month: " if shown < total
+            else "By month: ")
+    return f'<p class="months">{lead}{links}</p>'
+
+
+def index(runs: list[dict[str, Any]], prefix: str, *, title: str = "Runs",
+          months: dict[str, int] | None = None, total: int | None = None) -> str:
+    """Runs, newest first, with filters by date range, runbook, target, incident and
+    status (status also offers 'damaged' and 'interrupted'). The index lists the newest
+    runs and links every month's page (`months`: runs per month, `total`: all runs); a
+    month's page is the same table for that month."""
     rows = []
     for run in runs:
         incident = run["incident_id"] or ""
@@ -162,7 +179,8 @@ def index(runs: list[dict[str, Any]], prefix: str) -> str:
     table = ('<table id="runs"><thead><tr><th>started (UTC)</th><th>runbook</th>'
              '<th>target</th><th>incident</th><th>verdict</th><th>root cause</th>'
              f'<th>artifacts</th></tr></thead><tbody>{"".join(rows)}</tbody></table>')
-    return page("Runs", filters + table, script="filter.js")
+    nav = _months(months, total if total is not None else len(runs), len(runs)) if months else ""
+    return page(title, nav + filters + table, script="filter.js")
 
 
 def incidents_list(by_incident: dict[str, list[dict[str, Any]]]) -> str:
