@@ -14,6 +14,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -206,9 +207,12 @@ def test_a_dask_cluster_gives_the_same_results(tmp_path, inv, env, monkeypatch):
         assert [f["check"] for f in findings["findings"]] == ["run.interrupted"]
 
 
-def test_a_scheduler_that_dies_leaves_the_rest_not_run(tmp_path, inv, env):
-    """A real scheduler and worker in their own processes; the scheduler is killed once the
-    first target has reported: the others are listed "not run", never dropped, exit 3."""
+@contextlib.contextmanager
+def dask_fleet(inv: Path, out: Path, env: dict[str, str], targets: str, sleep_s: int
+               ) -> Iterator[tuple[subprocess.Popen, subprocess.Popen, subprocess.Popen]]:
+    """A real scheduler and one worker (under its nanny) in their own processes, and the
+    fleet on them; yields (scheduler, nanny, fleet). Afterwards all are gone, with any run
+    a dead worker left behind."""
     port = _free_port()
     address = f"tcp://127.0.0.1:{port}"
     full_env = {**os.environ, **env}
@@ -216,27 +220,34 @@ def test_a_scheduler_that_dies_leaves_the_rest_not_run(tmp_path, inv, env):
     scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
                                   "--host", "127.0.0.1", "--port", str(port),
                                   "--no-dashboard"], env=full_env, **quiet)
-    worker = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                               "--nthreads", "1", "--no-dashboard"], env=full_env, **quiet)
-    out = tmp_path / "reports"
+    nanny = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
+                              "--nthreads", "1", "--no-dashboard"], env=full_env, **quiet)
     try:
-        proc = subprocess.Popen(
+        fleet = subprocess.Popen(
             [sys.executable, "-m", "fraiseql_rb", "run", "fleet-tiny", "--inventory", str(inv),
-             "--output-dir", str(out), "--targets", "a,b,c", "-p", "sleep_s", "20",
+             "--output-dir", str(out), "--targets", targets, "-p", "sleep_s", str(sleep_s),
              "--dask-scheduler", address],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**full_env, "FRAISEQL_RB_DASK_TIMEOUT": "20"})
+        yield scheduler, nanny, fleet
+    finally:
+        for child in (scheduler, nanny):
+            child.kill()
+            child.wait()
+        _end_runs_of(inv)  # a run a dead worker had started
+
+
+def test_a_scheduler_that_dies_leaves_the_rest_not_run(tmp_path, inv, env):
+    """The scheduler is killed once the first target has reported: the others are listed
+    "not run", never dropped, exit 3."""
+    out = tmp_path / "reports"
+    with dask_fleet(inv, out, env, "a,b,c", 20) as (scheduler, _, proc):
         deadline = time.monotonic() + 60
         while (not list(out.glob("*/fleet-tiny/*/findings.json"))
                and time.monotonic() < deadline):
             time.sleep(0.2)  # the first target runs on the only worker
         scheduler.kill()
         stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        for child in (scheduler, worker):
-            child.kill()
-            child.wait()
-        _end_runs_of(inv)  # the run the dead worker had started still sleeps
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr
     data = json.loads(Path(stdout.strip().splitlines()[-1]).read_text())
@@ -264,23 +275,8 @@ def test_a_worker_that_dies_mid_run_is_not_run_again(tmp_path, inv, env):
     change things, so the target's run must not start a second time: it is reported lost
     (unknown, exit 3), and the run the worker had started is stopped with it and closes its
     record as interrupted."""
-    port = _free_port()
-    address = f"tcp://127.0.0.1:{port}"
-    full_env = {**os.environ, **env}
-    quiet = {"stdout": subprocess.DEVNULL, "stderr": subprocess.DEVNULL}
-    scheduler = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_scheduler",
-                                  "--host", "127.0.0.1", "--port", str(port),
-                                  "--no-dashboard"], env=full_env, **quiet)
-    nanny = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
-                              "--nthreads", "1", "--no-dashboard"], env=full_env, **quiet)
     out = tmp_path / "reports"
-    try:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fraiseql_rb", "run", "fleet-tiny", "--inventory", str(inv),
-             "--output-dir", str(out), "--targets", "a", "-p", "sleep_s", "30",
-             "--dask-scheduler", address],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**full_env, "FRAISEQL_RB_DASK_TIMEOUT": "20"})
+    with dask_fleet(inv, out, env, "a", 30) as (_, nanny, proc):
         deadline = time.monotonic() + 60
         while not _runs_of(inv) and time.monotonic() < deadline:
             time.sleep(0.2)
@@ -291,11 +287,6 @@ def test_a_worker_that_dies_mid_run_is_not_run_again(tmp_path, inv, env):
         assert worker.ppid() == nanny.pid, worker.cmdline()
         worker.kill()  # the worker process, not its nanny
         stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        for child in (scheduler, nanny):
-            child.kill()
-            child.wait()
-        _end_runs_of(inv)
     assert proc.returncode == 3, stderr
     assert "Traceback" not in stderr
     data = json.loads(Path(stdout.strip().splitlines()[-1]).read_text())
