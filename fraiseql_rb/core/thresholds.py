@@ -199,8 +199,9 @@ CATALOGUE: dict[str, Limit] = {
     "fleet_task_poll_s": _l(1.0, "s", "a Dask task's child run is checked this often for its "
                             "end or a stop event: fast enough for Ctrl-C, cheap for the worker",
                             "fleet runs on Dask: a task's polling interval"),
-    "site_index_runs": _l(1000, "runs", "a page of 1,000 rows is about 1 MB and filters at "
-                          "once in a browser; older runs are on one page per month",
+    "site_index_runs": _l(10_000, "runs", "every run at the scale the site is built for "
+                          "(5,000 runs, about 4 MB); a year of a fleet's daily runs would "
+                          "make one page of 100 MB, so older runs are on one page per month",
                           "the report site's index: the newest runs it lists"),
     "kernel_start_attempts": _l(2, "attempts", "a kernel that dies or stays silent while "
                                 "starting on a loaded machine starts the next time; no cell "
