@@ -66,6 +66,25 @@ def fleet(inv: Path, out: Path, env: dict[str, str], *args: str
                env=env)
 
 
+def start_fleet(inv: Path, out: Path, env: dict[str, str], targets: str, sleep_s: int,
+                *args: str) -> subprocess.Popen[str]:
+    """The fleet in the background, each run sleeping `sleep_s`, for a test to interrupt or
+    to kill something under."""
+    return subprocess.Popen(
+        [sys.executable, "-m", "fraiseql_rb", "run", "fleet-tiny", "--inventory", str(inv),
+         "--output-dir", str(out), "--targets", targets, "-p", "sleep_s", str(sleep_s), *args],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        env={**os.environ, **env})
+
+
+def wait_for_runs(out: Path, count: int = 1, timeout_s: float = 60) -> None:
+    """Until `count` runs have recorded their first finding under `out`."""
+    deadline = time.monotonic() + timeout_s
+    while (len(list(out.glob("*/fleet-tiny/*/findings.json"))) < count
+           and time.monotonic() < deadline):
+        time.sleep(0.2)
+
+
 def check_summary(result: subprocess.CompletedProcess[str], out: Path, targets: str,
                   code: int) -> dict:
     """The contract: exit = worst target, last stdout line = fleet.json, one artifact
@@ -138,16 +157,9 @@ def test_a_signal_stops_the_fleet_and_lists_what_did_not_run(tmp_path, inv, env)
     """SIGTERM to the fleet: the running target's own handling closes its record
     (run.interrupted), the targets not started are reported "not run", exit 143."""
     out = tmp_path / "reports"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "fraiseql_rb", "run", "fleet-tiny", "--inventory", str(inv),
-         "--output-dir", str(out), "--targets", "a,b,c", "-p", "sleep_s", "60"],
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        env={**os.environ, **env})
+    proc = start_fleet(inv, out, env, "a,b,c", 60)
     try:
-        deadline = time.monotonic() + 60
-        while (not list(out.glob("*/fleet-tiny/*/findings.json"))
-               and time.monotonic() < deadline):
-            time.sleep(0.2)  # the first target's run has begun
+        wait_for_runs(out)  # the first target's run has begun
         time.sleep(2)
         proc.send_signal(signal.SIGTERM)
         stdout, stderr = proc.communicate(timeout=60)
@@ -182,17 +194,10 @@ def test_a_dask_cluster_gives_the_same_results(tmp_path, inv, env, monkeypatch):
         # Ctrl-C reaches the runs on the workers: both running ones close their records
         # (run.interrupted), the third never starts, the fleet exits 130
         interrupted = tmp_path / "interrupted"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "fraiseql_rb", "run", "fleet-tiny", "--inventory", str(inv),
-             "--output-dir", str(interrupted), "--targets", "a,b,c", "-p", "sleep_s", "60",
-             "--dask-scheduler", cluster.scheduler_address],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**os.environ, **env})
+        proc = start_fleet(inv, interrupted, env, "a,b,c", 60,
+                           "--dask-scheduler", cluster.scheduler_address)
         try:
-            deadline = time.monotonic() + 60
-            while (len(list(interrupted.glob("*/fleet-tiny/*/findings.json"))) < 2
-                   and time.monotonic() < deadline):
-                time.sleep(0.2)
+            wait_for_runs(interrupted, 2)
             time.sleep(2)
             proc.send_signal(signal.SIGINT)
             stdout, stderr = proc.communicate(timeout=60)
@@ -223,12 +228,8 @@ def dask_fleet(inv: Path, out: Path, env: dict[str, str], targets: str, sleep_s:
     nanny = subprocess.Popen([sys.executable, "-m", "distributed.cli.dask_worker", address,
                               "--nthreads", "1", "--no-dashboard"], env=full_env, **quiet)
     try:
-        fleet = subprocess.Popen(
-            [sys.executable, "-m", "fraiseql_rb", "run", "fleet-tiny", "--inventory", str(inv),
-             "--output-dir", str(out), "--targets", targets, "-p", "sleep_s", str(sleep_s),
-             "--dask-scheduler", address],
-            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env={**full_env, "FRAISEQL_RB_DASK_TIMEOUT": "20"})
+        fleet = start_fleet(inv, out, {**env, "FRAISEQL_RB_DASK_TIMEOUT": "20"}, targets,
+                            sleep_s, "--dask-scheduler", address)
         yield scheduler, nanny, fleet
     finally:
         for child in (scheduler, nanny):
@@ -242,10 +243,7 @@ def test_a_scheduler_that_dies_leaves_the_rest_not_run(tmp_path, inv, env):
     "not run", never dropped, exit 3."""
     out = tmp_path / "reports"
     with dask_fleet(inv, out, env, "a,b,c", 20) as (scheduler, _, proc):
-        deadline = time.monotonic() + 60
-        while (not list(out.glob("*/fleet-tiny/*/findings.json"))
-               and time.monotonic() < deadline):
-            time.sleep(0.2)  # the first target runs on the only worker
+        wait_for_runs(out)  # the first target runs on the only worker
         scheduler.kill()
         stdout, stderr = proc.communicate(timeout=60)
     assert proc.returncode == 3, stderr
@@ -293,9 +291,7 @@ def test_a_worker_that_dies_mid_run_is_not_run_again(tmp_path, inv, env):
     row = data["targets"][0]
     assert row["status"] == "unknown", row
     assert "worker running it died" in row["root_cause"]
-    deadline = time.monotonic() + 30  # the stopped run closes its record on its own
-    while not list(out.glob("*/fleet-tiny/*/findings.json")) and time.monotonic() < deadline:
-        time.sleep(0.2)
+    wait_for_runs(out, timeout_s=30)  # the stopped run closes its record on its own
     started = sorted(out.glob("*/fleet-tiny/*/findings.json"))
     assert len(started) == 1, started  # one run, never a second
     findings = json.loads(started[0].read_text())
