@@ -85,6 +85,18 @@ def wait_for_runs(out: Path, count: int = 1, timeout_s: float = 60) -> None:
         time.sleep(0.2)
 
 
+def interrupt(proc: subprocess.Popen[str], out: Path, runs: int, signum: int
+              ) -> tuple[str, str]:
+    """Send the fleet `signum` once `runs` runs are under way; its stdout and stderr."""
+    try:
+        wait_for_runs(out, runs)
+        time.sleep(2)  # the kernels are in the runbook's sleep
+        proc.send_signal(signum)
+        return proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+
+
 def check_summary(result: subprocess.CompletedProcess[str], out: Path, targets: str,
                   code: int) -> dict:
     """The contract: exit = worst target, last stdout line = fleet.json, one artifact
@@ -158,13 +170,7 @@ def test_a_signal_stops_the_fleet_and_lists_what_did_not_run(tmp_path, inv, env)
     (run.interrupted), the targets not started are reported "not run", exit 143."""
     out = tmp_path / "reports"
     proc = start_fleet(inv, out, env, "a,b,c", 60)
-    try:
-        wait_for_runs(out)  # the first target's run has begun
-        time.sleep(2)
-        proc.send_signal(signal.SIGTERM)
-        stdout, stderr = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
+    stdout, stderr = interrupt(proc, out, 1, signal.SIGTERM)  # once the first run has begun
     assert proc.returncode == 143, stderr
     data = json.loads(Path(stdout.strip().splitlines()[-1]).read_text())
     assert data["interrupted_by"] == "SIGTERM"
@@ -196,13 +202,7 @@ def test_a_dask_cluster_gives_the_same_results(tmp_path, inv, env, monkeypatch):
         interrupted = tmp_path / "interrupted"
         proc = start_fleet(inv, interrupted, env, "a,b,c", 60,
                            "--dask-scheduler", cluster.scheduler_address)
-        try:
-            wait_for_runs(interrupted, 2)
-            time.sleep(2)
-            proc.send_signal(signal.SIGINT)
-            stdout, stderr = proc.communicate(timeout=60)
-        finally:
-            proc.kill()
+        stdout, stderr = interrupt(proc, interrupted, 2, signal.SIGINT)
     assert proc.returncode == 130, stderr
     rows = json.loads(Path(stdout.strip().splitlines()[-1]).read_text())["targets"]
     assert sorted(r["status"] for r in rows) == ["not run", "unknown", "unknown"]
