@@ -95,9 +95,14 @@ def _apprise_url(value: Any) -> bool:
         return False
     if _VAR.search(value):
         return "://" in value or value.startswith("${")
-    import apprise  # here: only an inventory with `notify` loads apprise's plugins
+    return apprise_plugin(value) is not None
 
-    return apprise.Apprise.instantiate(value, suppress_exceptions=True) is not None
+
+def apprise_plugin(url: str) -> Any:
+    """apprise's plugin for `url`, or None when apprise cannot parse it."""
+    import apprise  # here: only an inventory or target with `notify` loads apprise's plugins
+
+    return apprise.Apprise.instantiate(url, suppress_exceptions=True)
 
 
 APPRISE_URL = KeyType("an apprise URL that apprise can parse (scheme://..., see "

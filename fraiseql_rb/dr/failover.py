@@ -639,9 +639,6 @@ def check_write(ctx: RunContext) -> Finding:
 
 # -- step 6: notify ---------------------------------------------------------------------------
 
-NOTIFY_KEYS = ("notify", "notify_env", "notify_file")
-
-
 @check("failover.notification")
 def notification(ctx: RunContext) -> Finding:
     """§5.2 step 6 `curl -X POST https://slack.webhook/... -d '{"text":"Failover complete:
@@ -660,7 +657,9 @@ def notification(ctx: RunContext) -> Finding:
                    "fit; waiting for confirmation")
     else:
         message = f"Failover blocked{incident}: the primary is down; {applies(ctx)[1]}"
-    keys = [k for k in NOTIFY_KEYS if k in ctx.target.raw]
+    from fraiseql_rb.targets import notify
+
+    keys = notify.configured(ctx.target)
     if promoted(ctx) and keys:  # it happened: tell the team now, through apprise
         return _send_notification(ctx, message, keys)
     where = (f"the target's {', '.join(keys)} (apprise URLs, not shown)" if keys else
@@ -688,7 +687,7 @@ def _send_notification(ctx: RunContext, message: str, keys: list[str]) -> Findin
     evidence = {"message": message, "channels": keys, "sent": not failed and bool(deliveries),
                 "deliveries": [d.to_dict() for d in deliveries]}
     if failed or not deliveries:
-        reasons = "; ".join(f"{d.channel}: {d.error}" for d in failed) or "no URL configured"
+        reasons = notify.failures(deliveries) or "no URL configured"
         return ctx.result(Status.WARNING, f"notification {message!r} not sent to "
                           f"{len(failed)} of {len(deliveries)} URL(s): {reasons}", evidence,
                           "post the message yourself and check the channel")

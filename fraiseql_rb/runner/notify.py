@@ -132,7 +132,7 @@ def after_run(request: RunRequest, result: RunResult, mode: str) -> list[channel
     evidence = {"mode": mode, "sent": len(deliveries) - len(failed), "failed": len(failed),
                 "channels": [d.to_dict() for d in deliveries], "message": fields}
     if failed:
-        reasons = "; ".join(f"{d.channel}: {d.error}" for d in failed)
+        reasons = channels.failures(deliveries)
         print(f"fraiseql-rb: notification failed for {len(failed)} of {len(deliveries)} "
               f"URL(s): {reasons}", file=sys.stderr)
         _record(result, Status.INFO, f"notification failed for {len(failed)} of "

@@ -39,16 +39,14 @@ class Delivery:
         return {"channel": self.channel, "sent": self.sent, "error": self.error}
 
 
+def failures(deliveries: list[Delivery]) -> str:
+    """The failed deliveries as one line: `channel: error; ...` ('' when none failed)."""
+    return "; ".join(f"{d.channel}: {d.error}" for d in deliveries if not d.sent)
+
+
 def configured(target: inventory.Target) -> list[str]:
     """The notification keys the target has (no values: they are secrets)."""
     return [key for key in KEYS if key in target.raw]
-
-
-def _plugin(url: str) -> Any:
-    """apprise's plugin for `url`, or None when apprise cannot parse it."""
-    import apprise  # here: only targets that notify pay for loading apprise's plugins
-
-    return apprise.Apprise.instantiate(url, suppress_exceptions=True)
 
 
 def _register(url: str, plugin: Any) -> None:
@@ -76,7 +74,7 @@ def _scheme(url: str) -> str:
 def parse(url: str, where: str) -> Any:
     """Apprise's plugin for `url`; InventoryError (exit 64) naming `where` and the scheme
     (never the rest, a secret) when apprise cannot parse it."""
-    plugin = _plugin(url)
+    plugin = inventory.apprise_plugin(url)
     _register(url, plugin)
     if plugin is None:
         raise InventoryError(f"{where} is not an apprise URL apprise can parse (scheme "
@@ -121,7 +119,7 @@ def urls(target: inventory.Target) -> list[tuple[str, str]]:
         found += [(f"{where}.notify_file ({path}) URL {i}", url)
                   for i, url in enumerate(split_urls(text), 1)]
     for _, url in found:  # register all first, so an error about one masks the others too
-        _register(url, _plugin(url))
+        _register(url, inventory.apprise_plugin(url))
     return found
 
 
