@@ -8,6 +8,8 @@ import random
 import re
 import tempfile
 import time
+from collections.abc import Callable
+from datetime import datetime
 from pathlib import Path
 
 from fraiseql_rb.core.errors import UsageError
@@ -24,6 +26,31 @@ def check_incident_id(incident_id: str | None) -> str | None:
     return incident_id
 
 
+def _claim_dated(output_dir: Path, runbook: str, name: Callable[[datetime], str],
+                 create: Callable[[Path], None], wait_s: float) -> Path:
+    """OUTPUT_DIR/YYYY-MM-DD/RUNBOOK/<name(now)>, made by `create` (which raises
+    FileExistsError when it is taken). Names carry the second, so one taken waits for the
+    next second, spread so waiting runs do not all collide, up to `wait_s`."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        now = utcnow()
+        parent = Path(output_dir) / now.strftime("%Y-%m-%d") / runbook
+        parent.mkdir(parents=True, exist_ok=True, mode=ARTIFACT_DIR_MODE)
+        path = parent / name(now)
+        try:
+            create(path)
+            return path
+        except FileExistsError:
+            if time.monotonic() > deadline:
+                break
+            time.sleep(1.0 - utcnow().microsecond / 1e6 + random.uniform(0.005, 0.05))
+    raise RuntimeError(f"could not create a fresh {runbook} artifact under {output_dir}")
+
+
+def _leaf(now: datetime, incident_id: str | None) -> str:
+    return now.strftime("%H%M%SZ") + (f"_{incident_id}" if incident_id else "")
+
+
 def new_artifact_dir(output_dir: Path, runbook: str, incident_id: str | None = None,
                      *, wait_s: float = 300.0) -> Path:
     """Create a fresh artifact directory; never reuse one, so no run overwrites another.
@@ -33,22 +60,20 @@ def new_artifact_dir(output_dir: Path, runbook: str, incident_id: str | None = N
     incident each get their own second (a fleet of them waits in turn, up to `wait_s`).
     Directories get ARTIFACT_DIR_MODE (the reviewers' group may read them).
     """
-    deadline = time.monotonic() + wait_s
-    while True:
-        now = utcnow()
-        leaf = now.strftime("%H%M%SZ") + (f"_{incident_id}" if incident_id else "")
-        parent = Path(output_dir) / now.strftime("%Y-%m-%d") / runbook
-        parent.mkdir(parents=True, exist_ok=True, mode=ARTIFACT_DIR_MODE)
-        path = parent / leaf
-        try:
-            path.mkdir(mode=ARTIFACT_DIR_MODE)
-            return path
-        except FileExistsError:
-            if time.monotonic() > deadline:
-                break
-            # wake a little after the next second, spread so waiting runs do not all collide
-            time.sleep(1.0 - utcnow().microsecond / 1e6 + random.uniform(0.005, 0.05))
-    raise RuntimeError(f"could not create a fresh artifact directory under {output_dir}")
+    return _claim_dated(output_dir, runbook, lambda now: _leaf(now, incident_id),
+                        lambda path: path.mkdir(mode=ARTIFACT_DIR_MODE), wait_s)
+
+
+def new_dated_file(output_dir: Path, runbook: str, prefix: str, suffix: str,
+                   incident_id: str | None = None, *, wait_s: float = 300.0) -> Path:
+    """Create an empty file OUTPUT_DIR/YYYY-MM-DD/RUNBOOK/<prefix>HHMMSSZ[_INCIDENT]<suffix>
+    beside the run directories (a fleet's summary), never one another process took."""
+    def create(path: Path) -> None:
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARTIFACT_FILE_MODE))
+
+    return _claim_dated(output_dir, runbook,
+                        lambda now: f"{prefix}{_leaf(now, incident_id)}{suffix}", create,
+                        wait_s)
 
 
 def seal(artifact_dir: Path) -> None:

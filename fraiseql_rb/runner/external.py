@@ -21,7 +21,7 @@ import nbformat
 
 from fraiseql_rb.core import artifacts, inventory, render
 from fraiseql_rb.core.errors import RunbookError
-from fraiseql_rb.core.findings import Status, isoformat, utcnow
+from fraiseql_rb.core.findings import Status, isoformat, utcnow, write_json_atomic
 
 # what context.start prints when a run outside the runner records its first finding
 _RECORDED_IN = re.compile(r"Findings are recorded in (\S+findings\.json)")
@@ -63,9 +63,7 @@ def finish(executed: str | Path, inventory_path: str | Path | None = None
         findings["finished_at"] = isoformat(
             datetime.fromisoformat(ended).replace(tzinfo=UTC) if ended else utcnow())
         findings.setdefault("status", str(Status.UNKNOWN))
-        partial = path.with_suffix(".json.partial")
-        partial.write_text(json.dumps(findings, indent=2) + "\n")
-        partial.replace(path)
+        write_json_atomic(path, findings)
     directory, runbook = path.parent, str(findings.get("runbook") or executed.stem)
     render.write_artifacts(executed, directory / f"{runbook}.ipynb",
                            directory / f"{runbook}.html", findings=findings)

@@ -27,7 +27,6 @@ import argparse
 import contextlib
 import json
 import os
-import random
 import signal
 import subprocess
 import sys
@@ -41,15 +40,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from fraiseql_rb.core import inventory, report, secrets, thresholds
+from fraiseql_rb.core import artifacts, inventory, report, secrets, thresholds
 from fraiseql_rb.core.errors import EXIT_UNKNOWN, UsageError
 from fraiseql_rb.core.findings import (
-    ARTIFACT_FILE_MODE,
     EXIT_CODE,
     Status,
     isoformat,
     utcnow,
     worst,
+    write_json_atomic,
 )
 
 if TYPE_CHECKING:  # at run time only where needed: a Dask worker's task never loads papermill
@@ -464,29 +463,12 @@ def _run_dask(client: Any, commands: dict[str, list[str]], stop: _Stop, quiet: b
 def _summary_path(output_dir: Path, runbook: str, incident_id: str | None) -> Path:
     """OUTPUT_DIR/YYYY-MM-DD/RUNBOOK/fleet-HHMMSSZ[_INCIDENT].json, created empty now so that
     no other fleet takes the name (a second fleet in the same second waits for the next)."""
-    from fraiseql_rb.core.findings import ARTIFACT_DIR_MODE
-
-    while True:
-        now = utcnow()
-        parent = output_dir / now.strftime("%Y-%m-%d") / runbook
-        parent.mkdir(parents=True, exist_ok=True, mode=ARTIFACT_DIR_MODE)
-        path = parent / (f"fleet-{now.strftime('%H%M%SZ')}"
-                         + (f"_{incident_id}" if incident_id else "") + ".json")
-        try:
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, ARTIFACT_FILE_MODE)
-        except FileExistsError:
-            time.sleep(1.0 - utcnow().microsecond / 1e6 + random.uniform(0.005, 0.05))
-            continue
-        os.close(fd)
-        return path
+    return artifacts.new_dated_file(output_dir, runbook, "fleet-", ".json", incident_id)
 
 
 def _write_summary(path: Path, data: dict[str, Any]) -> None:
-    """Whole or not at all: a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(secrets.mask_data(data), indent=2) + "\n")
-    tmp.chmod(ARTIFACT_FILE_MODE)
-    tmp.replace(path)
+    """Masked, and whole or not at all: a reader never sees half a file."""
+    write_json_atomic(path, secrets.mask_data(data))
 
 
 def _table(rows: list[TargetResult]) -> list[str]:
