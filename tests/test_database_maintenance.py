@@ -197,6 +197,7 @@ def test_a_bloated_table_is_found_and_a_dry_run_changes_nothing(cluster, ctx_for
     assert dead.evidence["dead_tuples"][name] == before["dead"]
     assert found["maintenance.bloat"].status is Status.CRITICAL
     assert name in found["maintenance.bloat"].summary
+    assert "-p schedule monthly" in found["maintenance.bloat"].remediation  # weekly: not yet
     assert found["maintenance.autovacuum_off"].status is Status.WARNING
     assert name in found["maintenance.autovacuum_off"].evidence["tables"]
     statements = found["maintenance.plan"].evidence["statements"]
@@ -210,6 +211,9 @@ def test_a_bloated_table_is_found_and_a_dry_run_changes_nothing(cluster, ctx_for
     full = [s for s in found["maintenance.plan"].evidence["statements"]
             if s["statement"] == 'VACUUM (FULL, ANALYZE) "public"."dry_bloated"']
     assert full and full[0]["needs_confirm"] and full[0]["lock"] == "ACCESS EXCLUSIVE"
+    # a monthly run's next step is its own plan, not "run monthly"
+    assert "-p execute true -p confirm" in found["maintenance.bloat"].remediation
+    assert "-p schedule monthly" not in found["maintenance.bloat"].remediation
     assert found["maintenance.disk_headroom"].status is Status.OK  # local: measured
 
     for ctx in (weekly, monthly):

@@ -434,10 +434,12 @@ def check_dead_tuples(ctx: RunContext, tables: list[str] | None = None,
 
 
 @check("maintenance.bloat")
-def check_bloat(ctx: RunContext, tables: list[str] | None = None) -> Finding:
+def check_bloat(ctx: RunContext, tables: list[str] | None = None,
+                schedule: str = "weekly") -> Finding:
     """Tables and indexes larger than their rows need (check_postgres' statistics-based
     estimate, graded by the catalogue's levels as the database dashboard does). VACUUM makes
-    the space reusable but gives none back: that takes a rewrite (monthly)."""
+    the space reusable but gives none back: that takes a rewrite (monthly), so the next step
+    depends on the `schedule` being run."""
     with _connect(ctx) as conn:
         data = survey(conn, parse_tables(tables))
         estimate = bloat_estimate(conn, data)
@@ -464,11 +466,14 @@ def check_bloat(ctx: RunContext, tables: list[str] | None = None) -> Finding:
     parts = [f"{_describe_bloat(row)} is {float(row['ratio']):g}× its expected size "
              f"({_mib(row['wasted_bytes'])} wasted, {row['level'].value})"
              for _, row in bloated.head(TOP).iterrows()]
+    rewrite = ("the plan below rewrites them: run it with -p execute true -p confirm "
+               f"{ctx.target_name} (VACUUM FULL for tables up to vacuum_full_max_mb, REINDEX "
+               "INDEX CONCURRENTLY for indexes)" if schedule == "monthly" else
+               "the monthly schedule (-p schedule monthly) proposes VACUUM FULL for tables up "
+               "to vacuum_full_max_mb and REINDEX INDEX CONCURRENTLY for indexes")
     return ctx.result(worst(list(bloated["level"])), "; ".join(parts) + unseen, evidence,
-                      "VACUUM makes dead space reusable but gives none back: the monthly "
-                      "schedule (-p schedule monthly) proposes VACUUM FULL for tables up to "
-                      "vacuum_full_max_mb and REINDEX INDEX CONCURRENTLY for indexes; larger "
-                      "tables need pg_repack", table=table)
+                      f"VACUUM makes dead space reusable but gives none back: {rewrite}; "
+                      "larger tables need pg_repack", table=table)
 
 
 @check("maintenance.vacuum_age")
@@ -1154,7 +1159,7 @@ def maintain(ctx: RunContext, schedule: str = "weekly", tables: list[str] | None
     change, verification, change record."""
     phase(ctx, "pre-checks")
     check_dead_tuples(ctx, tables, dead_tuples_base, dead_tuples_scale)
-    check_bloat(ctx, tables)
+    check_bloat(ctx, tables, schedule)
     check_vacuum_age(ctx, tables)
     check_autovacuum(ctx, tables)
     check_role(ctx, tables)
